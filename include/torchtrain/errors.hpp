@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: MIT
+// The exceptions torchtrain throws. Every message names the offending field or file and says how to fix it.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace torchtrain {
+
+/// Base of every torchtrain exception.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A TrainingArguments field, a command-line flag or a constructor argument is invalid.
+class ArgumentError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A file (trainer_state.json, training_args.json, a CSV, a manifest) is missing or malformed.
+class FileFormatError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A checkpoint cannot be written or loaded.
+class CheckpointError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace torchtrain
