@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: MIT
+// Whether a stream is an interactive terminal, and durations as tqdm prints them.
+#pragma once
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include <unistd.h>
+
+namespace torchtrain::detail {
+
+inline bool is_terminal(const std::ostream& out) {
+  if (&out == &std::cout) return ::isatty(STDOUT_FILENO) == 1;
+  if (&out == &std::cerr || &out == &std::clog) return ::isatty(STDERR_FILENO) == 1;
+  return false;
+}
+
+// 75 s -> "01:15", 3725 s -> "1:02:05".
+inline std::string format_duration(double seconds) {
+  if (!(seconds >= 0) || seconds > 1e8) return "?";
+  const long total = static_cast<long>(seconds);
+  char buf[32];
+  if (total >= 3600)
+    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", total / 3600, total / 60 % 60, total % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%02ld:%02ld", total / 60, total % 60);
+  return buf;
+}
+
+}  // namespace torchtrain::detail
