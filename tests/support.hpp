@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <c10/util/Exception.h>
 
 namespace tt_test {
