@@ -1,1 +1,557 @@
+// The Trainer end to end: exact event sequences, logged values, learning, evaluate/predict, checkpoints.
 #include <catch2/catch.hpp>
+
+#include <torchtrain/torchtrain.hpp>
+
+#include "support.hpp"
+
+namespace tt = torchtrain;
+using tt_test::TempDir;
+
+namespace {
+
+// Linearly separable blobs: class c is centred at 2*c along every feature.
+struct Blobs : torch::data::datasets::Dataset<Blobs> {
+  torch::Tensor x, y;
+  Blobs(int64_t n, uint64_t seed, int64_t features = 4) {
+    auto gen = at::detail::createCPUGenerator(seed);
+    y = torch::randint(0, 2, {n}, gen);
+    x = torch::randn({n, features}, gen) + y.unsqueeze(1).to(torch::kFloat) * 2.0;
+  }
+  torch::data::Example<> get(size_t i) override { return {x[static_cast<int64_t>(i)], y[static_cast<int64_t>(i)]}; }
+  torch::optional<size_t> size() const override { return static_cast<size_t>(x.size(0)); }
+};
+
+struct MlpImpl : torch::nn::Module {
+  torch::nn::Linear fc1{4, 16}, fc2{16, 2};
+  MlpImpl() {
+    register_module("fc1", fc1);
+    register_module("fc2", fc2);
+  }
+  torch::Tensor forward(torch::Tensor x) { return fc2(torch::relu(fc1(x))); }
+};
+TORCH_MODULE(Mlp);
+
+// Returns named outputs, one of which is the loss.
+struct NamedImpl : torch::nn::Module {
+  torch::nn::Linear fc{4, 2};
+  NamedImpl() { register_module("fc", fc); }
+  tt::ModelOutput forward(const torch::data::Example<>& batch) {
+    auto logits = fc(batch.data);
+    return {{"logits", logits},
+            {"hidden", logits * 10},
+            {"loss", torch::nn::functional::cross_entropy(logits, batch.target)}};
+  }
+};
+TORCH_MODULE(Named);
+
+// Records every event as "name gs" (plus the epoch on step and epoch ends).
+struct Recorder : tt::TrainerCallback {
+  std::vector<std::string> events;
+  int stop_at = -1;
+  void add(const std::string& e, const State& s) { events.push_back(e + " " + std::to_string(s.global_step)); }
+  void on_init_end(const Args&, const State& s, Control&, const Context&) override { add("init_end", s); }
+  void on_train_begin(const Args&, const State& s, Control&, const Context&) override { add("train_begin", s); }
+  void on_train_end(const Args&, const State& s, Control&, const Context&) override { add("train_end", s); }
+  void on_epoch_begin(const Args&, const State& s, Control&, const Context&) override { add("epoch_begin", s); }
+  void on_epoch_end(const Args&, const State& s, Control&, const Context&) override { add("epoch_end", s); }
+  void on_step_begin(const Args&, const State& s, Control&, const Context&) override { add("step_begin", s); }
+  void on_substep_end(const Args&, const State& s, Control&, const Context&) override { add("substep_end", s); }
+  void on_pre_optimizer_step(const Args&, const State& s, Control&, const Context&) override { add("pre_opt", s); }
+  void on_optimizer_step(const Args&, const State& s, Control&, const Context&) override { add("opt", s); }
+  void on_step_end(const Args&, const State& s, Control& c, const Context&) override {
+    add("step_end", s);
+    if (s.global_step == stop_at) c.should_training_stop = true;
+  }
+  void on_evaluate(const Args&, const State& s, Control&, const Context&) override { add("evaluate", s); }
+  void on_predict(const Args&, const State& s, Control&, const Context&) override { add("predict", s); }
+  void on_save(const Args&, const State& s, Control&, const Context&) override { add("save", s); }
+  void on_log(const Args&, const State& s, Control&, const Context&) override { add("log", s); }
+  void on_prediction_step(const Args&, const State& s, Control&, const Context&) override { add("pred_step", s); }
+};
+
+// REF §1.3-1.4 and §4 written out as a plain simulation: the expected event sequence of a run.
+struct Plan {
+  int64_t batches = 3, ga = 1, epochs = 2, max_steps = -1, eval_batches = 1, stop_at = -1;
+  tt::IntervalStrategy logging = tt::IntervalStrategy::steps, eval = tt::IntervalStrategy::no;
+  tt::SaveStrategy save = tt::SaveStrategy::steps;
+  int64_t logging_steps = 500, eval_steps = 500, save_steps = 500;
+  bool logging_first_step = false;
+
+  std::vector<std::string> expected() const {
+    std::vector<std::string> ev{"init_end 0", "train_begin 0"};
+    const int64_t updates = (batches + ga - 1) / ga;
+    const int64_t total = max_steps > 0 ? max_steps : updates * epochs;
+    const int64_t n_epochs = max_steps > 0 ? (total + updates - 1) / updates : epochs;
+    int64_t gs = 0, last_logged = 0;
+    auto put = [&](const std::string& e) { ev.push_back(e + " " + std::to_string(gs)); };
+    auto mlse = [&](bool log, bool evaluate, bool save) {
+      if (log && gs > last_logged) {
+        put("log");
+        last_logged = gs;
+      }
+      if (evaluate) {
+        for (int64_t i = 0; i < eval_batches; ++i) put("pred_step");
+        put("log");
+        put("evaluate");
+      }
+      if (save) put("save");
+    };
+    bool stop = false;
+    for (int64_t epoch = 0; epoch < n_epochs && !stop; ++epoch) {
+      put("epoch_begin");
+      for (int64_t step = 0; step < batches; ++step) {
+        if (step % ga == 0) put("step_begin");
+        const bool sync = (step + 1) % ga == 0 || step + 1 == batches;
+        if (!sync) {
+          put("substep_end");
+        } else {
+          put("pre_opt");
+          put("opt");
+          ++gs;
+          put("step_end");
+          bool log = (gs == 1 && logging_first_step) ||
+                     (logging == tt::IntervalStrategy::steps && gs % logging_steps == 0);
+          const bool eval_due = eval == tt::IntervalStrategy::steps;
+          bool evaluate = eval_due && gs % eval_steps == 0;
+          bool save_now = save == tt::SaveStrategy::steps && gs % save_steps == 0;
+          if (gs == stop_at) stop = true;
+          if (gs >= total) {
+            stop = true;
+            save_now = save_now || save == tt::SaveStrategy::steps;
+            evaluate = evaluate || eval_due;
+          }
+          mlse(log, evaluate, save_now);
+        }
+        if (stop) break;
+      }
+      put("epoch_end");
+      mlse(logging == tt::IntervalStrategy::epoch, eval == tt::IntervalStrategy::epoch,
+           save == tt::SaveStrategy::epoch);
+    }
+    put("log");
+    put("train_end");
+    return ev;
+  }
+
+  tt::TrainingArguments args(const std::string& dir) const {
+    tt::TrainingArguments a;
+    a.output_dir = dir;
+    a.per_device_train_batch_size = 4;
+    a.per_device_eval_batch_size = 4;
+    a.gradient_accumulation_steps = ga;
+    a.num_train_epochs = static_cast<double>(epochs);
+    a.max_steps = max_steps;
+    a.logging_strategy = logging;
+    a.logging_steps = static_cast<double>(logging_steps);
+    a.logging_first_step = logging_first_step;
+    a.eval_strategy = eval;
+    if (eval != tt::IntervalStrategy::no) a.eval_steps = static_cast<double>(eval_steps);
+    a.save_strategy = save;
+    a.save_steps = static_cast<double>(save_steps);
+    a.disable_tqdm = true;
+    a.report_to = {"none"};
+    return a;
+  }
+};
+
+// Runs the plan through a real Trainer and returns the recorded events.
+std::vector<std::string> run(const Plan& plan) {
+  TempDir dir("events");
+  auto recorder = std::make_shared<Recorder>();
+  recorder->stop_at = static_cast<int>(plan.stop_at);
+  std::ostringstream quiet;
+  tt::Trainer trainer(Mlp(), plan.args(dir.str()), Blobs(plan.batches * 4, 1), Blobs(plan.eval_batches * 4, 2),
+                      tt::data::DefaultDataCollator{}, {recorder});
+  trainer.pop_callback<tt::PrinterCallback>();
+  trainer.train();
+  return recorder->events;
+}
+
+tt::TrainingArguments quiet_args(const std::string& dir) {
+  tt::TrainingArguments a;
+  a.output_dir = dir;
+  a.disable_tqdm = true;
+  a.report_to = {"none"};
+  a.save_strategy = tt::SaveStrategy::no;
+  return a;
+}
+
+}  // namespace
+
+TEST_CASE("event sequence of REF 1.4: 3 batches, GA 2, 2 epochs, log every step, eval and save per epoch") {
+  Plan plan;
+  plan.ga = 2;
+  plan.logging_steps = 1;
+  plan.eval = tt::IntervalStrategy::epoch;
+  plan.save = tt::SaveStrategy::epoch;
+  const std::vector<std::string> ref{
+      "init_end 0",  "train_begin 0", "epoch_begin 0", "step_begin 0", "substep_end 0", "pre_opt 0",
+      "opt 0",       "step_end 1",    "log 1",         "step_begin 1", "pre_opt 1",     "opt 1",
+      "step_end 2",  "log 2",         "epoch_end 2",   "pred_step 2",  "log 2",         "evaluate 2",
+      "save 2",      "epoch_begin 2", "step_begin 2",  "substep_end 2", "pre_opt 2",    "opt 2",
+      "step_end 3",  "log 3",         "step_begin 3",  "pre_opt 3",     "opt 3",        "step_end 4",
+      "log 4",       "epoch_end 4",   "pred_step 4",   "log 4",         "evaluate 4",   "save 4",
+      "log 4",       "train_end 4"};
+  REQUIRE(plan.expected() == ref);
+  CHECK(run(plan) == ref);
+}
+
+TEST_CASE("event sequences follow the reference flow for many configurations") {
+  std::vector<std::pair<std::string, Plan>> plans;
+  {
+    Plan p;
+    p.batches = 5;
+    p.epochs = 3;
+    plans.emplace_back("defaults", p);
+  }
+  {
+    Plan p;
+    p.batches = 7;
+    p.epochs = 2;
+    p.logging_steps = 5;
+    plans.emplace_back("logging_steps 5", p);
+  }
+  {
+    Plan p;
+    p.batches = 7;
+    p.save_steps = 5;
+    plans.emplace_back("save_steps 5", p);
+  }
+  {
+    Plan p;
+    p.batches = 7;
+    p.eval = tt::IntervalStrategy::steps;
+    p.eval_steps = 5;
+    p.eval_batches = 2;
+    plans.emplace_back("eval steps 5 (and a final evaluation)", p);
+  }
+  {
+    Plan p;
+    p.batches = 4;
+    p.eval = tt::IntervalStrategy::epoch;
+    p.save = tt::SaveStrategy::no;
+    plans.emplace_back("eval epoch", p);
+  }
+  {
+    Plan p;
+    p.batches = 11;
+    p.logging_steps = 3;
+    p.save_steps = 10;
+    p.eval = tt::IntervalStrategy::steps;
+    p.eval_steps = 5;
+    plans.emplace_back("logging 3, save 10, eval 5", p);
+  }
+  {
+    Plan p;
+    p.batches = 5;
+    p.ga = 2;
+    p.logging_steps = 1;
+    plans.emplace_back("GA 2 with a remainder window", p);
+  }
+  {
+    Plan p;
+    p.batches = 7;
+    p.ga = 3;
+    p.logging_steps = 2;
+    p.logging_first_step = true;
+    plans.emplace_back("GA 3 with a remainder window", p);
+  }
+  {
+    Plan p;
+    p.batches = 5;
+    p.max_steps = 7;
+    p.logging_steps = 2;
+    p.save_steps = 4;
+    plans.emplace_back("max_steps ending mid-epoch", p);
+  }
+  {
+    Plan p;
+    p.batches = 5;
+    p.epochs = 3;
+    p.stop_at = 6;
+    p.logging = tt::IntervalStrategy::epoch;
+    p.save = tt::SaveStrategy::epoch;
+    plans.emplace_back("a callback stops training at step 6", p);
+  }
+  for (const auto& [name, plan] : plans) {
+    INFO(name);
+    CHECK(run(plan) == plan.expected());
+  }
+}
+
+TEST_CASE("early stopping ends a run once the metric stops improving") {
+  TempDir dir("early");
+  auto args = quiet_args(dir.str());
+  args.eval_strategy = tt::IntervalStrategy::steps;
+  args.eval_steps = 1;
+  args.logging_steps = 1;
+  args.learning_rate = 0.0;  // the eval loss never improves
+  args.metric_for_best_model = "loss";
+  args.greater_is_better = false;
+  args.num_train_epochs = 5;
+  args.per_device_train_batch_size = 4;
+  tt::Trainer trainer(Mlp(), args, Blobs(16, 1), Blobs(8, 2));
+  auto early = trainer.add_callback<tt::EarlyStoppingCallback>(2);
+  auto result = trainer.train();
+  // Step 1 sets the best metric; steps 2 and 3 do not improve it: patience 2 is exhausted at step 3.
+  CHECK(result.global_step == 3);
+  CHECK(early->early_stopping_patience_counter == 2);
+}
+
+TEST_CASE("logged values: loss mean between logs, learning rate of the step, grad_norm, epoch fractions") {
+  TempDir dir("values");
+  auto args = quiet_args(dir.str());
+  args.per_device_train_batch_size = 4;
+  args.gradient_accumulation_steps = 2;
+  args.num_train_epochs = 2;
+  args.logging_steps = 1;
+  args.learning_rate = 1e-2;
+  args.max_grad_norm = 1e9;  // a norm that never clips, so the pre-clip norm is easy to recompute
+
+  struct NormProbe : tt::TrainerCallback {
+    std::vector<double> norms;
+    void on_pre_optimizer_step(const Args&, const State&, Control&, const Context& ctx) override {
+      double sq = 0;
+      for (const auto& p : ctx.model->parameters()) sq += p.grad().pow(2).sum().item<double>();
+      norms.push_back(std::sqrt(sq));
+    }
+  };
+  tt::Trainer trainer(Mlp(), args, Blobs(12, 3));
+  auto probe = trainer.add_callback<NormProbe>();
+  auto result = trainer.train();
+
+  std::vector<const tt::LogEntry*> train_logs;
+  for (const auto& e : trainer.state.log_history)
+    if (e.contains("loss")) train_logs.push_back(&e);
+  REQUIRE(train_logs.size() == 4);
+  const std::vector<double> epochs{0.6666666666666666, 1.0, 1.6666666666666665, 2.0};
+  for (std::size_t i = 0; i < 4; ++i) {
+    const auto& e = *train_logs[i];
+    CHECK((*train_logs[i])["epoch"].get<double>() == epochs[i]);
+    // Linear decay over 4 steps, no warmup: the rate used at update k (0-based) is lr * (4 - k) / 4.
+    CHECK(e["learning_rate"].get<double>() == Approx(1e-2 * (4.0 - static_cast<double>(i)) / 4.0).epsilon(1e-12));
+    CHECK(e["grad_norm"].get<double>() == Approx(probe->norms[i]).epsilon(1e-5));
+    CHECK(e["step"].get<int64_t>() == static_cast<int64_t>(i + 1));
+  }
+  // Key order as HF logs them.
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : train_logs[0]->items()) keys.push_back(k);
+  const std::vector<std::string> hf_order{"loss", "grad_norm", "learning_rate", "epoch", "step"};
+  CHECK(keys == hf_order);
+
+  // The final summary averages every update's loss.
+  double sum = 0;
+  for (auto* e : train_logs) sum += (*e)["loss"].get<double>();
+  CHECK(result.training_loss == Approx(sum / 4).margin(1e-3));
+  const auto& summary = trainer.state.log_history.back();
+  for (const char* key : {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos",
+                          "train_loss", "epoch"})
+    CHECK(summary.contains(key));
+  CHECK(result.metrics["train_loss"].get<double>() == result.training_loss);
+}
+
+TEST_CASE("the logged loss is the mean of the per-update losses since the previous log") {
+  TempDir dir("lossmean");
+  auto args = quiet_args(dir.str());
+  args.per_device_train_batch_size = 4;
+  args.logging_steps = 3;
+  args.max_steps = 6;
+  args.learning_rate = 0.0;  // the model does not change, so the losses can be recomputed afterwards
+  tt::Trainer trainer(Mlp(), args, Blobs(24, 4));
+  trainer.train();
+  Blobs data(24, 4);
+  const auto order = tt::data::EpochSampler(24, 42).indices(0);
+  torch::NoGradGuard no_grad;
+  std::vector<double> losses;
+  for (int b = 0; b < 6; ++b) {
+    std::vector<int64_t> idx(order.begin() + b * 4, order.begin() + b * 4 + 4);
+    auto ids = torch::tensor(idx);
+    losses.push_back(torch::nn::functional::cross_entropy(trainer.model->forward(data.x.index_select(0, ids)),
+                                                          data.y.index_select(0, ids))
+                         .item<double>());
+  }
+  const auto& log = trainer.state.log_history;
+  CHECK(log[0]["loss"].get<double>() == Approx((losses[0] + losses[1] + losses[2]) / 3).margin(1e-4));
+  CHECK(log[1]["loss"].get<double>() == Approx((losses[3] + losses[4] + losses[5]) / 3).margin(1e-4));
+}
+
+TEST_CASE("a tiny problem actually learns") {
+  TempDir dir("learn");
+  auto args = quiet_args(dir.str());
+  args.num_train_epochs = 10;
+  args.learning_rate = 1e-2;
+  args.per_device_train_batch_size = 16;
+  args.eval_strategy = tt::IntervalStrategy::epoch;
+  tt::Trainer trainer(Mlp(), args, Blobs(256, 5), Blobs(128, 6));
+  trainer.compute_metrics = tt::metrics::accuracy;
+  auto result = trainer.train();
+  auto metrics = trainer.evaluate();
+  CHECK(result.training_loss < 0.4);
+  CHECK(metrics["eval_accuracy"].get<double>() > 0.9);
+  CHECK(metrics["eval_loss"].get<double>() < 0.3);
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : metrics.items()) keys.push_back(k);
+  const std::vector<std::string> hf_order{"eval_loss",          "eval_accuracy",         "eval_runtime",
+                                          "eval_samples_per_second", "eval_steps_per_second", "epoch"};
+  CHECK(keys == hf_order);
+}
+
+TEST_CASE("evaluate and predict on their own, named eval sets, ignore_keys") {
+  TempDir dir("evalpredict");
+  auto args = quiet_args(dir.str());
+  std::map<std::string, Blobs> sets{{"a", Blobs(10, 1)}, {"b", Blobs(6, 2)}};
+  tt::Trainer trainer(Named(), args, Blobs(8, 3), sets);
+  auto metrics = trainer.evaluate();
+  CHECK(metrics.contains("eval_a_loss"));
+  CHECK(metrics.contains("eval_b_loss"));
+  CHECK(metrics.contains("eval_b_runtime"));
+  CHECK(trainer.state.log_history.size() == 2);
+
+  auto prediction = trainer.predict(Blobs(10, 1));
+  CHECK((prediction.predictions.sizes() == torch::IntArrayRef({10, 2})));
+  CHECK(prediction.label_ids.size(0) == 10);
+  CHECK(prediction.metrics["test_loss"].get<double>() == Approx(metrics["eval_a_loss"].get<double>()));
+  CHECK(trainer.state.log_history.size() == 2);  // predict does not log
+
+  auto hidden = trainer.predict(Blobs(10, 1), {"logits"});
+  CHECK(torch::allclose(hidden.predictions, prediction.predictions * 10));
+}
+
+TEST_CASE("trial values are applied to the arguments with type casting; unknown names are rejected") {
+  TempDir dir("trial");
+  auto args = quiet_args(dir.str());
+  args.max_steps = 2;
+  tt::Trainer trainer(Mlp(), args, Blobs(8, 1));
+  trainer.train({}, {{"learning_rate", "0.001"}, {"per_device_train_batch_size", 2.0}});
+  CHECK(trainer.args.learning_rate == 0.001);
+  CHECK(trainer.args.per_device_train_batch_size == 2);
+  CHECK(trainer.state.is_hyper_param_search);
+  CHECK(trainer.state.trial_params["learning_rate"] == "0.001");
+  CHECK_THROWS_WITH(trainer.train({}, {{"learning_rat", 0.1}}), Catch::Contains("learning_rat"));
+}
+
+TEST_CASE("checkpoints are written, rotated by step number, and a run resumes to the same weights") {
+  TempDir dir("resume");
+  auto args = quiet_args(dir.str());
+  args.save_strategy = tt::SaveStrategy::steps;
+  args.save_steps = 2;
+  args.save_total_limit = 2;
+  args.logging_steps = 1;
+  args.per_device_train_batch_size = 4;
+  args.num_train_epochs = 2;
+  args.gradient_accumulation_steps = 2;
+
+  torch::manual_seed(7);
+  Mlp reference;
+  tt::Trainer full(reference, args, Blobs(20, 1));
+  full.train();
+  auto checkpoints = tt::checkpoint::sorted_checkpoints(dir.path());
+  REQUIRE(checkpoints.size() == 2);
+  CHECK(checkpoints[0].filename() == "checkpoint-4");
+  CHECK(checkpoints[1].filename() == "checkpoint-6");
+  for (const char* f : {"model.pt", "optimizer.pt", "scheduler.json", "rng_state.pt", "trainer_state.json",
+                        "training_args.json"})
+    CHECK(std::filesystem::exists(checkpoints[0] / f));
+
+  // Resume from step 4 with a freshly initialised model: same final weights and the same log.
+  torch::manual_seed(99);
+  tt::Trainer resumed(Mlp(), args, Blobs(20, 1));
+  resumed.train((checkpoints[0]).string());
+  auto a = full.model->parameters();
+  auto b = resumed.model->parameters();
+  for (std::size_t i = 0; i < a.size(); ++i) CHECK(torch::equal(a[i], b[i]));
+  REQUIRE(resumed.state.log_history.size() == full.state.log_history.size());
+  for (std::size_t i = 0; i + 1 < full.state.log_history.size(); ++i)
+    CHECK(nlohmann::json(resumed.state.log_history[i]) == nlohmann::json(full.state.log_history[i]));
+  CHECK(resumed.state.log_history.back()["train_loss"] == full.state.log_history.back()["train_loss"]);
+
+  // A missing folder, or `true` with no checkpoint, is a clear error.
+  CHECK_THROWS_WITH(resumed.train(std::string((dir.path() / "nope").string())), Catch::Contains("nope"));
+  TempDir empty("empty");
+  args.output_dir = empty.str();
+  tt::Trainer none(Mlp(), args, Blobs(20, 1));
+  CHECK_THROWS_WITH(none.train(true), Catch::Contains("No valid checkpoint"));
+}
+
+TEST_CASE("save_model writes weights that plain LibTorch loads; save_metrics writes HF's files") {
+  TempDir dir("savemodel");
+  auto args = quiet_args(dir.str());
+  args.max_steps = 1;
+  tt::Trainer trainer(Mlp(), args, Blobs(8, 1));
+  trainer.train();
+  trainer.save_model();
+  Mlp plain;
+  torch::load(plain, (dir.path() / "model.pt").string());
+  CHECK(torch::equal(plain->fc1->weight, trainer.model->fc1->weight));
+
+  tt::Metrics m;
+  m["eval_loss"] = 0.5;
+  trainer.save_metrics("eval", m);
+  tt::Metrics t;
+  t["train_loss"] = 0.25;
+  trainer.save_metrics("train", t);
+  auto all = nlohmann::json::parse(tt_test::read_file(dir.path() / "all_results.json"));
+  CHECK(all["eval_loss"] == 0.5);
+  CHECK(all["train_loss"] == 0.25);
+  CHECK(std::filesystem::exists(dir.path() / "eval_results.json"));
+}
+
+TEST_CASE("the shuffle is a pure function of (seed, epoch)") {
+  tt::data::EpochSampler s(100, 42);
+  CHECK(s.indices(3) == tt::data::EpochSampler(100, 42).indices(3));
+  CHECK(s.indices(3) != s.indices(4));
+  CHECK(s.indices(3) != tt::data::EpochSampler(100, 43).indices(3));
+  auto sorted = s.indices(0);
+  std::sort(sorted.begin(), sorted.end());
+  for (std::size_t i = 0; i < 100; ++i) CHECK(sorted[i] == i);
+}
+
+TEST_CASE("background workers deliver the same batches in the same order") {
+  Blobs data(50, 1);
+  tt::data::DefaultDataCollator collate;
+  const auto order = tt::data::EpochSampler(50, 1).indices(0);
+  auto batches = [&](std::size_t workers) {
+    tt::data::DataLoader<Blobs, tt::data::DefaultDataCollator> loader(data, collate, 8, false, workers);
+    loader.start_epoch(order, 1);
+    std::vector<torch::Tensor> out;
+    for (std::size_t k = 1; k < loader.num_batches(); ++k) out.push_back(loader.next().data);
+    return out;
+  };
+  auto serial = batches(0);
+  auto parallel = batches(3);
+  REQUIRE(serial.size() == 6);
+  REQUIRE(parallel.size() == serial.size());
+  for (std::size_t i = 0; i < serial.size(); ++i) CHECK(torch::equal(serial[i], parallel[i]));
+  CHECK(serial.back().size(0) == 2);  // 50 = 6 * 8 + 2: the last batch is short without drop_last
+}
+
+TEST_CASE("the padding collator pads to the longest sequence and masks the padding") {
+  std::vector<torch::data::Example<>> examples{{torch::ones({2}), torch::tensor(0)},
+                                               {torch::ones({4}), torch::tensor(1)}};
+  auto batch = tt::data::PaddingCollator{}(examples);
+  CHECK((batch.data.sizes() == torch::IntArrayRef({2, 4})));
+  CHECK(batch.attention_mask.sum().item<int64_t>() == 6);
+  CHECK(batch.data[0][3].item<float>() == 0.0f);
+  CHECK((batch.target.sizes() == torch::IntArrayRef({2})));
+}
+
+TEST_CASE("weight decay skips biases and normalisation layers") {
+  struct NormNetImpl : torch::nn::Module {
+    torch::nn::Linear fc{4, 4};
+    torch::nn::LayerNorm norm{torch::nn::LayerNormOptions({4})};
+    NormNetImpl() {
+      register_module("fc", fc);
+      register_module("norm", norm);
+    }
+  };
+  auto net = std::make_shared<NormNetImpl>();
+  tt::TrainingArguments args;
+  args.weight_decay = 0.1;
+  auto opt = tt::create_optimizer(*net, args);
+  REQUIRE(opt->param_groups().size() == 2);
+  CHECK(opt->param_groups()[0].params().size() == 1);  // fc.weight
+  CHECK(static_cast<const torch::optim::AdamWOptions&>(opt->param_groups()[0].options()).weight_decay() == 0.1);
+  CHECK(opt->param_groups()[1].params().size() == 3);  // fc.bias, norm.weight, norm.bias
+  CHECK(static_cast<const torch::optim::AdamWOptions&>(opt->param_groups()[1].options()).weight_decay() == 0.0);
+}

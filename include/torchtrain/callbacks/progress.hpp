@@ -11,6 +11,7 @@
 #include <string>
 
 #include "torchtrain/detail/python_repr.hpp"
+#include "torchtrain/detail/round.hpp"
 #include "torchtrain/detail/terminal.hpp"
 #include "torchtrain/trainer_callback.hpp"
 
@@ -64,7 +65,7 @@ class ProgressCallback : public TrainerCallback {
     }
     shown.erase("total_flos");
     if (shown.contains("epoch") && shown["epoch"].is_number())
-      shown["epoch"] = detail::python_round(shown["epoch"].get<double>(), 2);
+      shown["epoch"] = detail::round_to(shown["epoch"].get<double>(), 2);
     if (interactive_) *out_ << "\r\x1b[K";
     *out_ << detail::python_dict_repr(shown) << '\n';
     if (interactive_) draw(*train_, true);

@@ -1,0 +1,26 @@
+// SPDX-License-Identifier: MIT
+// torchtrain: a Hugging Face style Trainer for LibTorch. The one header users include.
+#pragma once
+
+#include "torchtrain/callback_handler.hpp"
+#include "torchtrain/callbacks/default_flow.hpp"
+#include "torchtrain/callbacks/early_stopping.hpp"
+#include "torchtrain/callbacks/event_trace.hpp"
+#include "torchtrain/callbacks/printer.hpp"
+#include "torchtrain/callbacks/progress.hpp"
+#include "torchtrain/checkpoint.hpp"
+#include "torchtrain/data/collators.hpp"
+#include "torchtrain/data/data_loader.hpp"
+#include "torchtrain/data/epoch_sampler.hpp"
+#include "torchtrain/errors.hpp"
+#include "torchtrain/lr_scheduler.hpp"
+#include "torchtrain/metrics.hpp"
+#include "torchtrain/optimizer.hpp"
+#include "torchtrain/strategies.hpp"
+#include "torchtrain/trainer.hpp"
+#include "torchtrain/trainer_callback.hpp"
+#include "torchtrain/trainer_control.hpp"
+#include "torchtrain/trainer_outputs.hpp"
+#include "torchtrain/trainer_state.hpp"
+#include "torchtrain/training_arguments.hpp"
+#include "torchtrain/version.hpp"

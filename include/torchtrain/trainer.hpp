@@ -1,0 +1,623 @@
+// SPDX-License-Identifier: MIT
+// Trainer: the complete training loop, with every decision point dispatched to callbacks.
+#pragma once
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <numeric>
+#include <set>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "torchtrain/callback_handler.hpp"
+#include "torchtrain/callbacks/default_flow.hpp"
+#include "torchtrain/callbacks/printer.hpp"
+#include "torchtrain/callbacks/progress.hpp"
+#include "torchtrain/checkpoint.hpp"
+#include "torchtrain/data/collators.hpp"
+#include "torchtrain/data/data_loader.hpp"
+#include "torchtrain/data/epoch_sampler.hpp"
+#include "torchtrain/detail/loss_tracker.hpp"
+#include "torchtrain/detail/clip_grad.hpp"
+#include "torchtrain/detail/json_cast.hpp"
+#include "torchtrain/detail/model_io.hpp"
+#include "torchtrain/detail/round.hpp"
+#include "torchtrain/detail/warn.hpp"
+#include "torchtrain/lr_scheduler.hpp"
+#include "torchtrain/optimizer.hpp"
+#include "torchtrain/trainer_outputs.hpp"
+
+namespace torchtrain {
+
+/// Where train() resumes from: nowhere (default), the newest valid checkpoint in output_dir (`true`), or a
+/// checkpoint folder.
+class ResumeFrom {
+ public:
+  ResumeFrom() = default;
+  ResumeFrom(std::nullopt_t) {}
+  ResumeFrom(bool latest) : latest_(latest) {}
+  ResumeFrom(std::string path) : path_(std::move(path)) {}
+  ResumeFrom(const char* path) : path_(path) {}
+  /// Parses a command-line value: "true" means the latest checkpoint, "false"/"" nothing, else a path.
+  static ResumeFrom parse(const std::string& text) {
+    if (text == "true" || text == "True") return ResumeFrom(true);
+    if (text.empty() || text == "false" || text == "False" || text == "none" || text == "None") return {};
+    return ResumeFrom(text);
+  }
+  bool latest() const { return latest_; }
+  const std::optional<std::string>& path() const { return path_; }
+  explicit operator bool() const { return latest_ || path_.has_value(); }
+
+ private:
+  bool latest_ = false;
+  std::optional<std::string> path_;
+};
+
+/// Hyper-parameter values applied to TrainingArguments for one train() call (see train()).
+using Trial = std::map<std::string, nlohmann::json>;
+
+/// Trains, evaluates and predicts with any `torch::nn` module holder over map-style `torch::data`
+/// datasets. Every event goes to the callbacks in list order: DefaultFlowCallback first, then the
+/// user's callbacks, then ProgressCallback (or PrinterCallback when args.disable_tqdm).
+///
+/// The model's forward receives the collated batch, (data, attention_mask) or data alone, whichever it
+/// accepts, and returns logits (the loss then comes from `criterion` and the batch's `target`) or a
+/// ModelOutput that may include "loss". Override compute_loss() for anything else.
+template <class Model, class TrainDataset, class EvalDataset = TrainDataset,
+          class Collator = data::DefaultDataCollator>
+class Trainer {
+ public:
+  using TrainLoader = data::DataLoader<TrainDataset, Collator>;
+  using EvalLoader = data::DataLoader<EvalDataset, Collator>;
+  using Batch = typename TrainLoader::Batch;
+  static_assert(std::is_same_v<Batch, typename EvalLoader::Batch>,
+                "the training and evaluation datasets must collate to the same batch type");
+  using CallbackPtr = CallbackHandler::CallbackPtr;
+
+  Trainer(Model model, TrainingArguments args, std::optional<TrainDataset> train_dataset = std::nullopt,
+          std::optional<EvalDataset> eval_dataset = std::nullopt, Collator data_collator = {},
+          std::vector<CallbackPtr> callbacks = {})
+      : Trainer(std::move(model), std::move(args), std::move(train_dataset), unnamed(std::move(eval_dataset)),
+                std::move(data_collator), std::move(callbacks)) {}
+
+  /// Several evaluation sets: metrics of set `name` are prefixed `eval_<name>_`.
+  Trainer(Model model, TrainingArguments args, std::optional<TrainDataset> train_dataset,
+          std::map<std::string, EvalDataset> eval_datasets, Collator data_collator = {},
+          std::vector<CallbackPtr> callbacks = {})
+      : model(std::move(model)),
+        args(std::move(args)),
+        data_collator(std::move(data_collator)),
+        train_dataset_(std::move(train_dataset)),
+        eval_datasets_(std::move(eval_datasets)) {
+    this->args.validate();
+    if (eval_datasets_.size() > 1 && eval_datasets_.count(""))
+      throw ArgumentError("Trainer: eval dataset names must not be empty");
+    handler_.add_callback(std::make_shared<DefaultFlowCallback>());
+    for (auto& cb : callbacks) handler_.add_callback(std::move(cb));
+    if (this->args.disable_tqdm)
+      handler_.add_callback(std::make_shared<PrinterCallback>());
+    else
+      handler_.add_callback(std::make_shared<ProgressCallback>());
+    check_eval_dataset();
+    device_ = choose_device(this->args);
+    this->model->to(device_);
+    context_.model = this->model.ptr().get();
+    handler_.on_init_end(this->args, state, control, context_);
+  }
+
+  virtual ~Trainer() = default;
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // What HF's constructor takes; set any of these before train().
+  Model model;
+  TrainingArguments args;
+  Collator data_collator;
+  std::function<Metrics(const EvalPrediction&)> compute_metrics;
+  /// When set, train() builds a fresh model with it (after seeding), as HF does.
+  std::function<Model()> model_init;
+  /// Loss from (predictions, labels) when the model returns no "loss".
+  std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)> criterion = detail::default_criterion;
+  /// Optional: created by train() when null (AdamW + the schedule of args.lr_scheduler_type).
+  std::shared_ptr<torch::optim::Optimizer> optimizer;
+  std::shared_ptr<LRScheduler> lr_scheduler;
+
+  TrainerState state;
+  TrainerControl control;
+
+  // Callbacks.
+  void add_callback(CallbackPtr callback) { handler_.add_callback(std::move(callback)); }
+  template <class T, class... CtorArgs>
+  std::shared_ptr<T> add_callback(CtorArgs&&... ctor_args) {
+    return handler_.add_callback<T>(std::forward<CtorArgs>(ctor_args)...);
+  }
+  template <class T>
+  std::shared_ptr<T> pop_callback() { return handler_.pop_callback<T>(); }
+  CallbackPtr pop_callback(const CallbackPtr& callback) { return handler_.pop_callback(callback); }
+  template <class T>
+  void remove_callback() { handler_.remove_callback<T>(); }
+  void remove_callback(const CallbackPtr& callback) { handler_.remove_callback(callback); }
+  const CallbackHandler& callback_handler() const { return handler_; }
+
+  const torch::Device& device() const { return device_; }
+
+  /// Runs the training loop. `trial` overrides TrainingArguments fields by name (values are cast to the
+  /// field's type; an unknown name is an error) and marks the state as a hyper-parameter search trial.
+  TrainOutput train(ResumeFrom resume_from_checkpoint = {}, const Trial& trial = {},
+                    std::vector<std::string> ignore_keys_for_eval = {}) {
+    try {
+      return train_impl(std::move(resume_from_checkpoint), trial, std::move(ignore_keys_for_eval));
+    } catch (...) {
+      context_.exception = std::current_exception();
+      handler_.on_exception(args, state, control, context_);
+      context_.exception = nullptr;
+      throw;
+    }
+  }
+
+  /// Evaluates on `dataset` (default: the eval dataset(s)); logs the metrics and fires on_evaluate.
+  Metrics evaluate(std::optional<EvalDataset> dataset = std::nullopt, const std::vector<std::string>& ignore_keys = {},
+                   const std::string& metric_key_prefix = "eval") {
+    if (dataset) return evaluate_one(*dataset, ignore_keys, metric_key_prefix);
+    if (eval_datasets_.empty())
+      throw ArgumentError("evaluate: no eval dataset; pass one to the Trainer or to evaluate()");
+    Metrics all;
+    for (auto& [name, ds] : eval_datasets_) {
+      auto m = evaluate_one(ds, ignore_keys, name.empty() ? metric_key_prefix : metric_key_prefix + "_" + name);
+      for (auto& [k, v] : m.items()) all[k] = v;
+    }
+    return all;
+  }
+
+  /// Predictions (and labels and metrics, when the data has labels) over `dataset`; fires on_predict.
+  PredictionOutput predict(EvalDataset dataset, const std::vector<std::string>& ignore_keys = {},
+                           const std::string& metric_key_prefix = "test") {
+    auto loop = evaluation_loop(dataset, ignore_keys, metric_key_prefix, /*keep_predictions=*/true);
+    context_.metrics = &loop.metrics;
+    handler_.on_predict(args, state, control, context_);
+    context_.metrics = nullptr;
+    return {loop.predictions, loop.labels, std::move(loop.metrics)};
+  }
+
+  /// Adds the epoch, appends the entry (with its step) to log_history and fires on_log.
+  void log(LogEntry logs) {
+    if (state.epoch) logs["epoch"] = *state.epoch;
+    LogEntry entry = logs;
+    entry["step"] = state.global_step;
+    state.log_history.push_back(std::move(entry));
+    context_.logs = &logs;
+    handler_.on_log(args, state, control, context_);
+    context_.logs = nullptr;
+  }
+
+  /// Writes the model's parameters and buffers to `output_dir/model.pt` (or `dir/model.pt`); a plain LibTorch
+  /// program reads them with torch::load(model, path).
+  void save_model(std::optional<std::string> dir = std::nullopt) {
+    if (!state.is_world_process_zero) return;
+    const std::filesystem::path folder = dir.value_or(args.output_dir);
+    std::filesystem::create_directories(folder);
+    checkpoint::save_module(*model, folder / checkpoint::kModelFile);
+  }
+
+  /// Writes trainer_state.json to output_dir.
+  void save_state() const {
+    if (!state.is_world_process_zero) return;
+    std::filesystem::create_directories(args.output_dir);
+    checkpoint::write_file_atomically(std::filesystem::path(args.output_dir) / checkpoint::kTrainerStateFile,
+                                      state.to_json_string());
+  }
+
+  /// Writes `<split>_results.json` and merges the metrics into `all_results.json`, as HF does.
+  void save_metrics(const std::string& split, const Metrics& metrics, bool combined = true) const {
+    if (!state.is_world_process_zero) return;
+    checkpoint::save_metrics(args.output_dir, split, metrics, combined);
+  }
+
+  /// Computes the loss of one batch. Override for custom losses; `batch` is already on the device.
+  virtual detail::ForwardResult compute_loss(Model& m, const Batch& batch,
+                                             const std::vector<std::string>& ignore_keys = {}) {
+    return detail::read_output(detail::forward(m, batch), detail::labels_of(batch), criterion, ignore_keys);
+  }
+
+ private:
+  struct EvalLoopOutput {
+    torch::Tensor predictions, labels;
+    Metrics metrics;
+    std::size_t num_samples = 0;
+  };
+
+  static std::map<std::string, EvalDataset> unnamed(std::optional<EvalDataset> dataset) {
+    std::map<std::string, EvalDataset> single;
+    if (dataset) single.emplace("", std::move(*dataset));
+    return single;
+  }
+
+  static torch::Device choose_device(const TrainingArguments& a) {
+    return !a.use_cpu && torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  }
+
+  void check_eval_dataset() const {
+    if (args.eval_strategy != IntervalStrategy::no && eval_datasets_.empty())
+      throw ArgumentError("TrainingArguments.eval_strategy = " + to_string(args.eval_strategy) +
+                          " needs an eval dataset; pass one to the Trainer or set eval_strategy to no");
+    if ((args.save_strategy == SaveStrategy::best || args.load_best_model_at_end) && !args.metric_for_best_model)
+      throw ArgumentError("save_strategy best and load_best_model_at_end need metric_for_best_model; set it");
+  }
+
+  void apply_trial(const Trial& trial) {
+    if (trial.empty()) return;
+    nlohmann::json fields = args.to_json();
+    for (const auto& [name, value] : trial) {
+      if (!fields.contains(name))
+        throw ArgumentError("trial: '" + name + "' is not a TrainingArguments field");
+      fields[name] = detail::cast_like(fields[name], value, name);
+    }
+    args = TrainingArguments::from_json(fields, "trial");
+    args.validate();
+    state.is_hyper_param_search = true;
+    state.trial_params = nlohmann::json(trial);
+  }
+
+  TrainOutput train_impl(ResumeFrom resume, const Trial& trial, std::vector<std::string> ignore_keys_for_eval) {
+    if (!train_dataset_) throw ArgumentError("train: the Trainer has no train dataset");
+    TrainerState fresh;
+    state = std::move(fresh);
+    apply_trial(trial);
+    args.validate();
+    check_eval_dataset();
+    torch::manual_seed(args.seed);
+    if (model_init) {
+      model = model_init();
+      model->to(device_);
+      context_.model = model.ptr().get();
+      optimizer.reset();
+      lr_scheduler.reset();
+    }
+
+    // Sizes: windows of gradient_accumulation_steps micro-batches per epoch, the last one possibly shorter.
+    const std::size_t micro_batch_size = static_cast<std::size_t>(args.per_device_train_batch_size);
+    TrainLoader loader(*train_dataset_, data_collator, micro_batch_size, args.dataloader_drop_last,
+                       static_cast<std::size_t>(args.dataloader_num_workers));
+    const auto len_dataloader = static_cast<std::int64_t>(loader.num_batches());
+    if (len_dataloader == 0)
+      throw ArgumentError("train: the train dataset yields no batch (" + std::to_string(loader.num_examples()) +
+                          " examples, per_device_train_batch_size " + std::to_string(micro_batch_size) +
+                          (args.dataloader_drop_last ? ", dataloader_drop_last" : "") + ")");
+    const std::int64_t ga = args.gradient_accumulation_steps;
+    const std::int64_t updates_per_epoch = std::max<std::int64_t>((len_dataloader + ga - 1) / ga, 1);
+    std::int64_t max_steps, num_train_epochs;
+    double num_train_samples;
+    const auto total_batch = static_cast<double>(micro_batch_size * static_cast<std::size_t>(ga));
+    if (args.max_steps > 0) {
+      max_steps = args.max_steps;
+      num_train_epochs = max_steps / updates_per_epoch + (max_steps % updates_per_epoch > 0);
+      num_train_samples = static_cast<double>(max_steps) * total_batch;
+    } else {
+      max_steps = static_cast<std::int64_t>(std::ceil(args.num_train_epochs * static_cast<double>(updates_per_epoch)));
+      num_train_epochs = static_cast<std::int64_t>(std::ceil(args.num_train_epochs));
+      num_train_samples = static_cast<double>(loader.num_examples()) * args.num_train_epochs;
+    }
+    state.train_batch_size = args.per_device_train_batch_size;
+    state.compute_steps(args, max_steps);
+
+    if (!optimizer) optimizer = create_optimizer(*model, args);
+    if (!lr_scheduler)
+      lr_scheduler = get_scheduler(args.lr_scheduler_type, *optimizer, args.get_warmup_steps(max_steps), max_steps);
+
+    // Resume: weights, optimizer, scheduler, RNG, loss sums, state and callback states.
+    std::int64_t epochs_trained = 0, steps_trained_in_current_epoch = 0;
+    detail::LossTracker losses(args.logging_nan_inf_filter);
+    bool stopped_before = false;
+    if (resume) {
+      const auto folder = checkpoint::resolve(resume.latest(), resume.path(), args.output_dir);
+      auto loaded = checkpoint::load(folder, *model, optimizer.get(), lr_scheduler.get());
+      const TrainerState resumed_intervals_from = loaded.state;
+      state = std::move(loaded.state);
+      warn_if_intervals_changed(resumed_intervals_from, max_steps);
+      state.compute_steps(args, max_steps);
+      if (args.restore_callback_states_from_checkpoint) restore_callback_states();
+      stopped_before = control.should_training_stop;
+      losses.restore(loaded.loop_state);
+      epochs_trained = state.global_step / updates_per_epoch;
+      if (!args.ignore_data_skip) steps_trained_in_current_epoch = (state.global_step % updates_per_epoch) * ga;
+    }
+    state.max_steps = max_steps;
+    state.num_train_epochs = num_train_epochs;
+    state.is_local_process_zero = state.is_world_process_zero = true;
+    state.train_batch_size = args.per_device_train_batch_size;
+
+    context_.optimizer = optimizer.get();
+    context_.lr_scheduler = lr_scheduler.get();
+    train_info_ = {loader.num_batches(), loader.num_examples(), micro_batch_size};
+    context_.train_dataloader = &train_info_;
+    last_logged_step_ = state.global_step;
+    ignore_keys_for_eval_ = std::move(ignore_keys_for_eval);
+
+    model->train();
+    const auto started = std::chrono::steady_clock::now();
+    handler_.on_train_begin(args, state, control, context_);
+    if (stopped_before) control.should_training_stop = true;  // a run that had stopped stays stopped
+    if (args.eval_on_start && !stopped_before) evaluate_during_training(/*track_best=*/false);
+
+    const data::EpochSampler sampler(loader.num_examples(), args.data_seed.value_or(args.seed));
+    const bool clip = args.max_grad_norm > 0;
+    torch::Tensor last_grad_norm;
+    double last_learning_rate = 0.0;
+    const std::int64_t steps_in_epoch = len_dataloader;
+
+    for (std::int64_t epoch = epochs_trained; epoch < num_train_epochs && !control.should_training_stop &&
+                                              state.global_step < max_steps;
+         ++epoch) {
+      const std::int64_t first_step = epoch == epochs_trained ? steps_trained_in_current_epoch : 0;
+      loader.start_epoch(sampler.indices(epoch), static_cast<std::size_t>(first_step));
+      handler_.on_epoch_begin(args, state, control, context_);
+
+      for (std::int64_t step = first_step; step < steps_in_epoch; ++step) {
+        const std::int64_t window_start = step - step % ga;
+        const std::int64_t window = std::min(ga, steps_in_epoch - window_start);
+        if (step == window_start) handler_.on_step_begin(args, state, control, context_);
+
+        Batch batch = detail::to_device(loader.next(), device_);
+        auto out = compute_loss(model, batch);
+        if (!out.loss.defined())
+          throw ArgumentError("train: the model returned no loss and the batch has no labels to compute one");
+        torch::Tensor loss = window > 1 ? out.loss / static_cast<double>(window) : out.loss;
+        loss.backward();
+        losses.add(loss.detach(), state.global_step - last_logged_step_);
+
+        const bool sync = step + 1 == window_start + window;
+        if (!sync) {
+          handler_.on_substep_end(args, state, control, context_);
+        } else {
+          if (clip) last_grad_norm = detail::clip_grad_norm(optimizer->param_groups(), args.max_grad_norm);
+          handler_.on_pre_optimizer_step(args, state, control, context_);
+          optimizer->step();
+          handler_.on_optimizer_step(args, state, control, context_);
+          last_learning_rate = lr_scheduler->get_last_lr().front();
+          if (!lr_scheduler->steps_on_metric()) lr_scheduler->step();
+          optimizer->zero_grad();
+          ++state.global_step;
+          state.epoch = static_cast<double>(epoch) + static_cast<double>(step + 1) / static_cast<double>(steps_in_epoch);
+          handler_.on_step_end(args, state, control, context_);
+          maybe_log_save_evaluate(losses, last_grad_norm, last_learning_rate);
+        }
+        if (control.should_epoch_stop || control.should_training_stop) break;
+      }
+      handler_.on_epoch_end(args, state, control, context_);
+      maybe_log_save_evaluate(losses, last_grad_norm, last_learning_rate);
+    }
+
+    if (args.load_best_model_at_end && state.best_model_checkpoint) load_best_model();
+
+    const double runtime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const double train_loss = losses.total() / std::max<double>(static_cast<double>(state.global_step), 0.001);
+    LogEntry summary;
+    summary["train_runtime"] = detail::round_to(runtime, 4);
+    summary["train_samples_per_second"] = detail::round_to(num_train_samples / runtime, 3);
+    summary["train_steps_per_second"] = detail::round_to(static_cast<double>(max_steps) / runtime, 3);
+    summary["total_flos"] = state.total_flos;
+    summary["train_loss"] = train_loss;
+    log(summary);
+    Metrics metrics = state.log_history.back();
+    metrics.erase("step");
+
+    if (control.should_save && state.best_model_checkpoint && args.save_total_limit == 1)
+      checkpoint::delete_all_but_best(args.output_dir, *state.best_model_checkpoint);
+    handler_.on_train_end(args, state, control, context_);
+    return {state.global_step, train_loss, metrics};
+  }
+
+  void warn_if_intervals_changed(const TrainerState& saved, std::int64_t max_steps) const {
+    TrainerState now;
+    now.compute_steps(args, max_steps);
+    std::string changed;
+    auto check = [&](const char* name, std::int64_t before, std::int64_t after) {
+      if (before != after)
+        changed += std::string(changed.empty() ? "" : ", ") + name + " " + std::to_string(before) + " -> " +
+                   std::to_string(after);
+    };
+    check("logging_steps", saved.logging_steps, now.logging_steps);
+    check("eval_steps", saved.eval_steps, now.eval_steps);
+    check("save_steps", saved.save_steps, now.save_steps);
+    if (saved.train_batch_size && *saved.train_batch_size != args.per_device_train_batch_size)
+      check("train_batch_size", *saved.train_batch_size, args.per_device_train_batch_size);
+    if (!changed.empty())
+      detail::warn("Resuming with different intervals than the checkpoint's (" + changed +
+                   "); the current arguments are used.");
+  }
+
+  void maybe_log_save_evaluate(detail::LossTracker& losses, const torch::Tensor& grad_norm, double learning_rate) {
+    if (control.should_log && state.global_step > last_logged_step_) {
+      const double interval_loss = losses.take_interval();  // the one host-device sync, at logging steps only
+      LogEntry logs;
+      logs["loss"] = detail::round_to(interval_loss / static_cast<double>(state.global_step - last_logged_step_), 4);
+      if (grad_norm.defined()) logs["grad_norm"] = grad_norm.item<double>();
+      logs["learning_rate"] = learning_rate;
+      last_logged_step_ = state.global_step;
+      log(std::move(logs));
+    }
+    if (control.should_evaluate) evaluate_during_training(/*track_best=*/true);
+    if (control.should_save) {
+      save_checkpoint(losses);
+      handler_.on_save(args, state, control, context_);
+    }
+  }
+
+  void evaluate_during_training(bool track_best) {
+    Metrics metrics = evaluate(std::nullopt, ignore_keys_for_eval_);
+    if (!track_best) return;
+    if (lr_scheduler && lr_scheduler->steps_on_metric())
+      lr_scheduler->step(metric_value(metrics, args.metric_for_best_model.value_or("loss")));
+    if (args.metric_for_best_model) {
+      const bool new_best = determine_best_metric(metrics);
+      if (args.save_strategy == SaveStrategy::best) control.should_save = new_best;
+    }
+  }
+
+  double metric_value(const Metrics& metrics, std::string name) const {
+    if (name.rfind("eval_", 0) != 0) name = "eval_" + name;
+    if (!metrics.contains(name) || !metrics[name].is_number()) {
+      std::string available;
+      for (const auto& [k, v] : metrics.items()) available += (available.empty() ? "" : ", ") + k;
+      throw ArgumentError("The metric_for_best_model '" + name + "' is not among the evaluation metrics (" +
+                          available + "); set metric_for_best_model to one of them");
+    }
+    return metrics[name].get<double>();
+  }
+
+  bool determine_best_metric(const Metrics& metrics) {
+    const double value = metric_value(metrics, *args.metric_for_best_model);
+    const bool greater = args.greater_is_better.value_or(false);
+    const double best = state.best_metric.value_or(greater ? -INFINITY : INFINITY);
+    if (!state.best_metric) state.best_metric = best;
+    if (greater ? value > best : value < best) {
+      state.best_metric = value;
+      state.best_global_step = state.global_step;
+      return true;
+    }
+    return false;
+  }
+
+  void save_checkpoint(detail::LossTracker& losses) {
+    const auto folder = std::filesystem::path(args.output_dir) / ("checkpoint-" + std::to_string(state.global_step));
+    if (state.best_global_step) {
+      const auto best = std::filesystem::path(args.output_dir) / ("checkpoint-" + std::to_string(*state.best_global_step));
+      if (*state.best_global_step == state.global_step || std::filesystem::exists(best))
+        state.best_model_checkpoint = best.string();
+    }
+    std::vector<std::pair<std::string, nlohmann::json>> callback_states;
+    for (const auto& cb : handler_.callbacks())
+      if (auto s = cb->state()) callback_states.emplace_back(cb->name(), std::move(*s));
+    callback_states.emplace_back("TrainerControl", control.state());
+    state.set_stateful_callback_states(callback_states);
+    if (!state.is_world_process_zero) return;
+    checkpoint::save(folder, args, state, *model, args.save_only_model ? nullptr : optimizer.get(),
+                     args.save_only_model ? nullptr : lr_scheduler.get(), losses.state());
+    checkpoint::rotate(args.output_dir, args.save_total_limit, state.best_model_checkpoint);
+  }
+
+  void restore_callback_states() {
+    std::map<std::string, std::size_t> seen;
+    std::set<std::string> live;
+    for (const auto& cb : handler_.callbacks()) {
+      if (!cb->state()) continue;
+      const auto name = cb->name();
+      live.insert(name);
+      const auto saved = state.stateful_callback_states(name);
+      const std::size_t i = seen[name]++;
+      if (i < saved.size()) cb->restore_state(saved[i]);
+    }
+    if (auto saved = state.stateful_callback_states("TrainerControl"); !saved.empty()) control.restore_state(saved[0]);
+    std::string missing;
+    for (const auto& [name, value] : state.stateful_callbacks.items())
+      if (name != "TrainerControl" && !live.count(name)) missing += (missing.empty() ? "" : ", ") + name;
+    if (!missing.empty())
+      detail::warn("Checkpoint included callbacks not included in current configuration. Ignoring. (" + missing + ")");
+  }
+
+  void load_best_model() {
+    const std::filesystem::path best = *state.best_model_checkpoint;
+    const auto weights = best / checkpoint::kModelFile;
+    if (!std::filesystem::exists(weights)) {
+      detail::warn("Could not locate the best model at " + weights.string() + "; keeping the latest model.");
+      return;
+    }
+    checkpoint::load_module(*model, weights);
+  }
+
+  Metrics evaluate_one(EvalDataset& dataset, const std::vector<std::string>& ignore_keys, const std::string& prefix) {
+    auto loop = evaluation_loop(dataset, ignore_keys, prefix, /*keep_predictions=*/false);
+    log(loop.metrics);
+    Metrics metrics = state.log_history.back();
+    metrics.erase("step");
+    context_.metrics = &metrics;
+    handler_.on_evaluate(args, state, control, context_);
+    context_.metrics = nullptr;
+    return metrics;
+  }
+
+  EvalLoopOutput evaluation_loop(EvalDataset& dataset, const std::vector<std::string>& ignore_keys,
+                                 const std::string& prefix, bool keep_predictions) {
+    const auto started = std::chrono::steady_clock::now();
+    EvalLoader loader(dataset, data_collator, static_cast<std::size_t>(args.per_device_eval_batch_size),
+                      /*drop_last=*/false, static_cast<std::size_t>(args.dataloader_num_workers));
+    eval_info_ = {loader.num_batches(), loader.num_examples(), loader.batch_size()};
+    context_.eval_dataloader = &eval_info_;
+    std::vector<std::size_t> order(loader.num_examples());
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    loader.start_epoch(std::move(order));
+
+    const bool was_training = model->is_training();
+    model->eval();
+    torch::NoGradGuard no_grad;
+    const bool collect = keep_predictions || static_cast<bool>(compute_metrics);
+    std::vector<torch::Tensor> predictions, labels;
+    torch::Tensor loss_sum;
+    for (std::size_t b = 0; b < loader.num_batches(); ++b) {
+      Batch batch = detail::to_device(loader.next(), device_);
+      auto out = compute_loss(model, batch, ignore_keys);
+      const auto label = detail::labels_of(batch);
+      const auto batch_size = static_cast<double>(out.predictions.defined() ? out.predictions.size(0)
+                                                                            : eval_info_.batch_size);
+      if (out.loss.defined()) {
+        auto weighted = out.loss.detach().to(torch::kDouble) * batch_size;
+        loss_sum = loss_sum.defined() ? loss_sum + weighted : weighted;
+      }
+      if (collect) {
+        if (out.predictions.defined()) predictions.push_back(out.predictions.detach().to(torch::kCPU));
+        if (label.defined()) labels.push_back(label.to(torch::kCPU));
+      }
+      handler_.on_prediction_step(args, state, control, context_);
+    }
+    if (was_training) model->train();
+
+    EvalLoopOutput result;
+    result.num_samples = loader.num_examples();
+    if (!predictions.empty()) result.predictions = torch::cat(predictions);
+    if (!labels.empty()) result.labels = torch::cat(labels);
+    Metrics computed;
+    if (compute_metrics && result.predictions.defined() && result.labels.defined())
+      computed = compute_metrics(EvalPrediction{result.predictions, result.labels});
+    Metrics& m = result.metrics;
+    if (loss_sum.defined()) m[prefix + "_loss"] = loss_sum.item<double>() / static_cast<double>(result.num_samples);
+    for (auto& [key, value] : computed.items())
+      m[key.rfind(prefix + "_", 0) == 0 ? key : prefix + "_" + key] = value;
+    const double runtime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    m[prefix + "_runtime"] = detail::round_to(runtime, 4);
+    m[prefix + "_samples_per_second"] = detail::round_to(static_cast<double>(result.num_samples) / runtime, 3);
+    m[prefix + "_steps_per_second"] = detail::round_to(static_cast<double>(loader.num_batches()) / runtime, 3);
+    return result;
+  }
+
+  std::optional<TrainDataset> train_dataset_;
+  std::map<std::string, EvalDataset> eval_datasets_;  // key "" for a single, unnamed eval dataset
+  CallbackHandler handler_;
+  CallbackContext context_;
+  DataLoaderInfo train_info_, eval_info_;
+  torch::Device device_{torch::kCPU};
+  std::int64_t last_logged_step_ = 0;
+  std::vector<std::string> ignore_keys_for_eval_;
+};
+
+template <class M, class T>
+Trainer(M, TrainingArguments, T) -> Trainer<M, T, T>;
+template <class M, class T, class E>
+Trainer(M, TrainingArguments, T, E) -> Trainer<M, T, E>;
+template <class M, class T, class E>
+Trainer(M, TrainingArguments, T, std::map<std::string, E>) -> Trainer<M, T, E>;
+template <class M, class T, class E, class C>
+Trainer(M, TrainingArguments, T, E, C) -> Trainer<M, T, E, C>;
+template <class M, class T, class E, class C>
+Trainer(M, TrainingArguments, T, E, C, std::vector<std::shared_ptr<TrainerCallback>>) -> Trainer<M, T, E, C>;
+
+}  // namespace torchtrain

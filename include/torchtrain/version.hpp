@@ -1,0 +1,7 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#define TORCHTRAIN_VERSION_MAJOR 0
+#define TORCHTRAIN_VERSION_MINOR 1
+#define TORCHTRAIN_VERSION_PATCH 0
+#define TORCHTRAIN_VERSION "0.1.0"
