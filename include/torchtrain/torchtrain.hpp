@@ -12,6 +12,7 @@
 #include "torchtrain/data/collators.hpp"
 #include "torchtrain/data/data_loader.hpp"
 #include "torchtrain/data/epoch_sampler.hpp"
+#include "torchtrain/data/tensor_dataset.hpp"
 #include "torchtrain/errors.hpp"
 #include "torchtrain/lr_scheduler.hpp"
 #include "torchtrain/metrics.hpp"

@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: MIT
+// TensorDataset: examples held in two tensors, features and labels, built in memory or read from a CSV file.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/data/datasets/base.h>
+#include <torch/types.h>
+
+#include "torchtrain/detail/text_file.hpp"
+#include "torchtrain/errors.hpp"
+
+namespace torchtrain::data {
+
+/// Example i is (features[i], labels[i]).
+class TensorDataset : public torch::data::datasets::Dataset<TensorDataset> {
+ public:
+  TensorDataset(torch::Tensor features, torch::Tensor labels) : features_(std::move(features)), labels_(std::move(labels)) {
+    if (!features_.defined() || !labels_.defined() || features_.dim() < 1 || labels_.dim() < 1 ||
+        features_.size(0) != labels_.size(0))
+      throw ArgumentError("TensorDataset: features and labels need the same number of rows");
+  }
+
+  /// Reads a classification CSV: numeric feature columns, then an integer class label (>= 0) in the last
+  /// column. A first row that is not numeric is a header; blank lines are skipped; anything else malformed
+  /// is an error naming the file and the line.
+  static TensorDataset from_csv(const std::string& path) {
+    const std::string text = detail::read_text_file(path);
+    std::vector<float> features;
+    std::vector<std::int64_t> labels;
+    std::size_t columns = 0, line_number = 0, pos = 0;
+    while (pos < text.size()) {
+      std::size_t end = text.find('\n', pos);
+      if (end == std::string::npos) end = text.size();
+      std::string line = text.substr(pos, end - pos);
+      pos = end + 1;
+      ++line_number;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.find_first_not_of(" \t") == std::string::npos) continue;
+      std::vector<std::string> cells = split(line);
+      std::vector<double> values;
+      bool numeric = true;
+      for (const auto& cell : cells) {
+        double v = 0;
+        if (!parse_number(cell, v)) {
+          numeric = false;
+          break;
+        }
+        values.push_back(v);
+      }
+      const bool first_row = columns == 0;
+      if (!numeric && first_row && labels.empty()) {  // a header
+        columns = cells.size();
+        continue;
+      }
+      auto where = [&] { return path + ":" + std::to_string(line_number) + ": "; };
+      if (!numeric) throw FileFormatError(where() + "a value is not a number: '" + line + "'");
+      if (columns == 0) columns = cells.size();
+      if (cells.size() < 2) throw FileFormatError(where() + "a row needs at least one feature and a label");
+      if (cells.size() != columns)
+        throw FileFormatError(where() + "expected " + std::to_string(columns) + " columns, found " +
+                              std::to_string(cells.size()));
+      const double label = values.back();
+      if (label < 0 || label != std::floor(label))
+        throw FileFormatError(where() + "the label (last column) must be a whole number >= 0, found " + cells.back());
+      features.insert(features.end(), values.begin(), values.end() - 1);
+      labels.push_back(static_cast<std::int64_t>(label));
+    }
+    if (labels.empty()) throw FileFormatError(path + ": the file has no data rows");
+    const auto rows = static_cast<std::int64_t>(labels.size());
+    return {torch::tensor(features).reshape({rows, static_cast<std::int64_t>(columns - 1)}), torch::tensor(labels)};
+  }
+
+  torch::data::Example<> get(std::size_t index) override {
+    return {features_[static_cast<std::int64_t>(index)], labels_[static_cast<std::int64_t>(index)]};
+  }
+  torch::optional<std::size_t> size() const override { return static_cast<std::size_t>(labels_.size(0)); }
+
+  const torch::Tensor& features() const { return features_; }
+  const torch::Tensor& labels() const { return labels_; }
+  std::int64_t num_features() const { return features_.dim() > 1 ? features_.size(1) : 1; }
+  std::int64_t num_classes() const { return labels_.max().item<std::int64_t>() + 1; }
+
+ private:
+  static std::vector<std::string> split(const std::string& line) {
+    std::vector<std::string> cells;
+    std::size_t start = 0;
+    for (;;) {
+      const std::size_t comma = line.find(',', start);
+      cells.push_back(line.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+      if (comma == std::string::npos) return cells;
+      start = comma + 1;
+    }
+  }
+
+  static bool parse_number(const std::string& cell, double& out) {
+    const auto first = cell.find_first_not_of(" \t");
+    if (first == std::string::npos) return false;
+    const auto last = cell.find_last_not_of(" \t");
+    const std::string trimmed = cell.substr(first, last - first + 1);
+    char* end = nullptr;
+    out = std::strtod(trimmed.c_str(), &end);
+    return end == trimmed.c_str() + trimmed.size() && std::isfinite(out);
+  }
+
+  torch::Tensor features_, labels_;
+};
+
+}  // namespace torchtrain::data

@@ -1,0 +1,113 @@
+// train_classifier as its users meet it: a real process, real files, real bad input.
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+#include "support.hpp"
+
+namespace {
+
+struct Outcome {
+  int status;
+  std::string output;  // stdout and stderr together
+};
+
+Outcome run_classifier(const std::string& flags) {
+  const std::string command = std::string(TORCHTRAIN_TRAIN_CLASSIFIER) + " " + flags + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string output;
+  std::array<char, 4096> buf{};
+  while (std::fgets(buf.data(), buf.size(), pipe)) output += buf.data();
+  const int raw = ::pclose(pipe);
+  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, output};
+}
+
+std::string last_line(const std::string& text) {
+  auto end = text.find_last_not_of('\n');
+  auto start = text.rfind('\n', end);
+  return text.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
+}
+
+}  // namespace
+
+TEST_CASE("train_classifier trains on synthetic data and writes HF's files") {
+  tt_test::TempDir dir("tc");
+  auto trace = dir / "trace.jsonl";
+  auto r = run_classifier("--output_dir " + dir.str() + " --num_train_epochs 2 --trace_events " + trace.string() +
+                          " --early_stopping_patience 3");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  for (const char* f : {"trainer_state.json", "train_results.json", "eval_results.json", "all_results.json"})
+    CHECK(std::filesystem::exists(dir / f));
+  CHECK(std::filesystem::exists(dir / "checkpoint-128"));
+  auto eval = nlohmann::json::parse(tt_test::read_file(dir / "eval_results.json"));
+  CHECK(eval["eval_accuracy"].get<double>() > 0.9);
+  auto trace_text = tt_test::read_file(trace);
+  // The tracer is attached after the Trainer is built, so its first event is on_train_begin.
+  CHECK(trace_text.rfind("{\"event\":\"on_train_begin\"", 0) == 0);
+  CHECK(trace_text.find("{\"event\":\"on_step_end\",\"global_step\":1,\"epoch\":0.015625}") != std::string::npos);
+
+  // Resuming the finished run performs no further step.
+  auto again = run_classifier("--output_dir " + dir.str() + " --num_train_epochs 2 --resume_from_checkpoint true");
+  INFO(again.output);
+  CHECK(again.status == 0);
+  auto state = nlohmann::json::parse(tt_test::read_file(dir / "trainer_state.json"));
+  CHECK(state["global_step"] == 128);
+}
+
+TEST_CASE("train_classifier trains on a CSV file with a header") {
+  tt_test::TempDir dir("tccsv");
+  std::string csv = "x1,x2,label\n";
+  for (int i = 0; i < 200; ++i) {
+    const int label = i % 2;
+    csv += std::to_string(label * 4 + (i % 7) * 0.1) + "," + std::to_string(-label * 3 + (i % 5) * 0.1) + "," +
+           std::to_string(label) + "\n";
+  }
+  tt_test::write_file(dir / "train.csv", csv);
+  auto r = run_classifier("--output_dir " + dir.str() + " --train_file " + (dir / "train.csv").string() +
+                          " --eval_file " + (dir / "train.csv").string() + " --num_train_epochs 10 --learning_rate 0.03");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  auto eval = nlohmann::json::parse(tt_test::read_file(dir / "eval_results.json"));
+  CHECK(eval["eval_accuracy"].get<double>() > 0.95);
+}
+
+TEST_CASE("train_classifier rejects bad input with a one-line reason and a non-zero status") {
+  tt_test::TempDir dir("tcbad");
+  tt_test::write_file(dir / "bad.csv", "1,2,0\n3,4,1\n5,x,1\n");
+  tt_test::write_file(dir / "ragged.csv", "1,2,0\n3,1\n");
+  struct Case {
+    std::string flags, expected;
+  };
+  const std::vector<Case> cases{
+      {"--learning_rat 0.1", "did you mean --learning_rate"},
+      {"--train_file " + (dir / "missing.csv").string(), "missing.csv"},
+      {"--train_file " + (dir / "bad.csv").string(), "bad.csv:3"},
+      {"--train_file " + (dir / "ragged.csv").string(), "ragged.csv:2"},
+      {"--load_best_model_at_end --eval_strategy steps --save_strategy epoch", "save_strategy"},
+      {"--learning_rate abc", "not a number"},
+      {"--resume_from_checkpoint " + (dir / "nowhere").string(), "nowhere"},
+  };
+  for (const auto& c : cases) {
+    auto r = run_classifier("--output_dir " + dir.str() + " " + c.flags);
+    INFO(c.flags << "\n" << r.output);
+    CHECK(r.status == 2);
+    const auto line = last_line(r.output);
+    CHECK(line.rfind("train_classifier: error: ", 0) == 0);
+    CHECK(line.find(c.expected) != std::string::npos);
+  }
+}
+
+TEST_CASE("train_classifier --help lists the TrainingArguments and the program's flags") {
+  auto r = run_classifier("--help");
+  CHECK(r.status == 0);
+  for (const char* flag : {"--learning_rate", "--eval_strategy", "--train_file", "--hidden_size", "--trace_events"})
+    CHECK(r.output.find(flag) != std::string::npos);
+}
