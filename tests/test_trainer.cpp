@@ -555,3 +555,12 @@ TEST_CASE("weight decay skips biases and normalisation layers") {
   CHECK(opt->param_groups()[1].params().size() == 3);  // fc.bias, norm.weight, norm.bias
   CHECK(static_cast<const torch::optim::AdamWOptions&>(opt->param_groups()[1].options()).weight_decay() == 0.0);
 }
+
+TEST_CASE("TensorDataset's stacked batches equal what the default collator makes of its examples") {
+  tt::data::TensorDataset data(torch::randn({10, 3}), torch::arange(10));
+  const std::vector<std::size_t> idx{7, 2, 9};
+  auto fast = data.get_stacked_batch(idx);
+  auto slow = tt::data::DefaultDataCollator{}(data.get_batch(idx));
+  CHECK(torch::equal(fast.data, slow.data));
+  CHECK(torch::equal(fast.target, slow.target));
+}

@@ -17,9 +17,18 @@
 
 #include <c10/util/ArrayRef.h>
 
+#include "torchtrain/data/collators.hpp"
 #include "torchtrain/errors.hpp"
 
 namespace torchtrain::data {
+
+/// A dataset may offer get_stacked_batch(indices), returning what DefaultDataCollator would make of
+/// get_batch(indices), but faster.
+template <class Dataset, class = void>
+struct has_stacked_batch : std::false_type {};
+template <class Dataset>
+struct has_stacked_batch<Dataset, std::void_t<decltype(std::declval<Dataset&>().get_stacked_batch(
+                                      c10::ArrayRef<std::size_t>{}))>> : std::true_type {};
 
 /// Batch k of an epoch holds the examples order[k*batch_size, (k+1)*batch_size), fetched with the
 /// dataset's get_batch and merged by the collator. Workers only prepare batches ahead of time; which
@@ -80,7 +89,11 @@ class DataLoader {
     const std::size_t begin = k * batch_size_;
     const std::size_t end = std::min(begin + batch_size_, order_.size());
     if (begin >= end) throw ArgumentError("DataLoader: batch " + std::to_string(k) + " is past the epoch's end");
-    return (*collator_)(dataset_->get_batch(c10::ArrayRef<std::size_t>(order_.data() + begin, end - begin)));
+    const c10::ArrayRef<std::size_t> indices(order_.data() + begin, end - begin);
+    if constexpr (has_stacked_batch<Dataset>::value && std::is_same_v<Collator, DefaultDataCollator>)
+      return dataset_->get_stacked_batch(indices);  // one gather instead of one copy per example
+    else
+      return (*collator_)(dataset_->get_batch(indices));
   }
 
   void start_workers(std::size_t first_batch) {

@@ -80,6 +80,14 @@ class TensorDataset : public torch::data::datasets::Dataset<TensorDataset> {
   }
   torch::optional<std::size_t> size() const override { return static_cast<std::size_t>(labels_.size(0)); }
 
+  /// The examples at `indices`, stacked: what DefaultDataCollator makes of get_batch, in one gather.
+  torch::data::Example<> get_stacked_batch(c10::ArrayRef<std::size_t> indices) const {
+    const auto rows = torch::from_blob(const_cast<std::size_t*>(indices.data()),
+                                       {static_cast<std::int64_t>(indices.size())}, torch::kLong);
+    static_assert(sizeof(std::size_t) == sizeof(std::int64_t), "indices are read as int64");
+    return {features_.index_select(0, rows.to(features_.device())), labels_.index_select(0, rows.to(labels_.device()))};
+  }
+
   const torch::Tensor& features() const { return features_; }
   const torch::Tensor& labels() const { return labels_; }
   std::int64_t num_features() const { return features_.dim() > 1 ? features_.size(1) : 1; }
