@@ -297,6 +297,19 @@ TEST_CASE("early stopping ends a run once the metric stops improving") {
   // Step 1 sets the best metric; steps 2 and 3 do not improve it: patience 2 is exhausted at step 3.
   CHECK(result.global_step == 3);
   CHECK(early->early_stopping_patience_counter == 2);
+
+  // The stop, and the patience counter, survive a resume: no further step is taken.
+  args.save_strategy = tt::SaveStrategy::steps;
+  args.save_steps = 1;
+  TempDir saved("early-resume");
+  args.output_dir = saved.str();
+  tt::Trainer stopped(Mlp(), args, Blobs(16, 1), Blobs(8, 2));
+  stopped.add_callback<tt::EarlyStoppingCallback>(2);
+  REQUIRE(stopped.train().global_step == 3);
+  tt::Trainer resumed(Mlp(), args, Blobs(16, 1), Blobs(8, 2));
+  auto restored = resumed.add_callback<tt::EarlyStoppingCallback>(2);
+  CHECK(resumed.train(true).global_step == 3);
+  CHECK(restored->early_stopping_patience_counter == 2);
 }
 
 TEST_CASE("logged values: loss mean between logs, learning rate of the step, grad_norm, epoch fractions") {
@@ -563,4 +576,122 @@ TEST_CASE("TensorDataset's stacked batches equal what the default collator makes
   auto slow = tt::data::DefaultDataCollator{}(data.get_batch(idx));
   CHECK(torch::equal(fast.data, slow.data));
   CHECK(torch::equal(fast.target, slow.target));
+}
+
+namespace {
+
+tt::TrainingArguments checkpointing_args(const std::string& dir) {
+  auto args = quiet_args(dir);
+  args.save_strategy = tt::SaveStrategy::steps;
+  args.save_steps = 2;
+  args.logging_steps = 2;
+  args.per_device_train_batch_size = 4;
+  args.max_steps = 6;
+  return args;
+}
+
+}  // namespace
+
+TEST_CASE("resume skips an invalid newest checkpoint, says why, and removes stale staging folders") {
+  TempDir dir("corrupt");
+  auto args = checkpointing_args(dir.str());
+  tt::Trainer full(Mlp(), args, Blobs(16, 1));
+  full.train();
+  REQUIRE(tt::checkpoint::sorted_checkpoints(dir.path()).size() == 3);
+
+  // Garbage trainer_state.json in checkpoint-6, no weights in checkpoint-4: checkpoint-2 is the newest valid.
+  tt_test::write_file(dir / "checkpoint-6/trainer_state.json", "{\"global_step\": ");
+  std::filesystem::remove(dir / "checkpoint-4/model.pt");
+  std::filesystem::create_directories(dir / ".tmp-checkpoint-8");
+  tt_test::WarningCapture warnings;
+  tt::Trainer resumed(Mlp(), args, Blobs(16, 1));
+  resumed.train(true);
+  CHECK(warnings.contains("checkpoint-6"));
+  CHECK(warnings.contains("trainer_state.json"));
+  CHECK(warnings.contains("checkpoint-4"));
+  CHECK(warnings.contains("model.pt"));
+  CHECK_FALSE(std::filesystem::exists(dir / ".tmp-checkpoint-8"));
+  // Resumed from step 2 (its log history comes along), the run ends where the uninterrupted one did.
+  CHECK(resumed.state.log_history.front()["step"] == 2);
+  CHECK(resumed.state.global_step == 6);
+  auto a = full.model->parameters();
+  auto b = resumed.model->parameters();
+  for (std::size_t i = 0; i < a.size(); ++i) CHECK(torch::equal(a[i], b[i]));
+}
+
+TEST_CASE("resuming a finished run performs no step; changed intervals are used, with a warning") {
+  TempDir dir("finished");
+  auto args = checkpointing_args(dir.str());
+  tt::Trainer first(Mlp(), args, Blobs(16, 1));
+  first.train();
+  auto recorder = std::make_shared<Recorder>();
+  tt::Trainer<Mlp, Blobs> again(Mlp(), args, Blobs(16, 1), std::nullopt, {}, {recorder});
+  auto result = again.train(true);
+  CHECK(result.global_step == 6);
+  CHECK(std::count(recorder->events.begin(), recorder->events.end(), "step_begin 6") == 0);
+
+  args.logging_steps = 1;
+  args.max_steps = 8;
+  tt_test::WarningCapture warnings;
+  tt::Trainer longer(Mlp(), args, Blobs(16, 1));
+  longer.train(std::string((dir / "checkpoint-6").string()));
+  CHECK(warnings.contains("logging_steps 2 -> 1"));
+  CHECK(longer.state.logging_steps == 1);
+  CHECK(longer.state.global_step == 8);
+  CHECK(longer.state.log_history[longer.state.log_history.size() - 2]["step"] == 8);
+}
+
+TEST_CASE("save_strategy best saves on improvement and records best_global_step; the best model is reloaded") {
+  TempDir dir("best");
+  auto args = quiet_args(dir.str());
+  args.per_device_train_batch_size = 4;
+  args.max_steps = 6;
+  args.eval_strategy = tt::IntervalStrategy::steps;
+  args.eval_steps = 1;
+  args.logging_steps = 1;
+  args.save_strategy = tt::SaveStrategy::best;
+  args.metric_for_best_model = "loss";
+  args.load_best_model_at_end = true;
+  args.learning_rate = 0.05;
+  tt::Trainer trainer(Mlp(), args, Blobs(16, 1), Blobs(8, 2));
+  trainer.train();
+  REQUIRE(trainer.state.best_global_step.has_value());
+  REQUIRE(trainer.state.best_model_checkpoint.has_value());
+  CHECK(*trainer.state.best_model_checkpoint ==
+        (dir.path() / ("checkpoint-" + std::to_string(*trainer.state.best_global_step))).string());
+  // Every checkpoint is an improvement over the ones before it.
+  double previous = INFINITY;
+  for (const auto& folder : tt::checkpoint::sorted_checkpoints(dir.path())) {
+    auto state = tt::TrainerState::load_from_json((folder / "trainer_state.json").string());
+    CHECK(*state.best_metric < previous);
+    previous = *state.best_metric;
+  }
+  // The model at the end is the best checkpoint's.
+  Mlp best;
+  torch::load(best, (std::filesystem::path(*trainer.state.best_model_checkpoint) / "model.pt").string());
+  CHECK(torch::equal(best->fc1->weight, trainer.model->fc1->weight));
+}
+
+TEST_CASE("the loop reports exceptions to on_exception before they propagate") {
+  TempDir dir("exception");
+  struct Thrower : tt::TrainerCallback {
+    void on_step_end(const Args&, const State& s, Control&, const Context&) override {
+      if (s.global_step == 2) throw std::runtime_error("boom");
+    }
+  };
+  struct Catcher : tt::TrainerCallback {
+    std::string seen;
+    void on_exception(const Args&, const State&, Control&, const Context& ctx) override {
+      try {
+        std::rethrow_exception(ctx.exception);
+      } catch (const std::exception& e) {
+        seen = e.what();
+      }
+    }
+  };
+  tt::Trainer trainer(Mlp(), quiet_args(dir.str()), Blobs(16, 1));
+  trainer.add_callback<Thrower>();
+  auto catcher = trainer.add_callback<Catcher>();
+  CHECK_THROWS_WITH(trainer.train(), "boom");
+  CHECK(catcher->seen == "boom");
 }

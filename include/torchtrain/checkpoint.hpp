@@ -114,6 +114,18 @@ inline std::optional<std::string> invalid_reason(const fs::path& folder) {
   return std::nullopt;
 }
 
+/// Removes what a save interrupted by a crash left behind: staging folders and files never renamed into place.
+inline void remove_stale_staging(const fs::path& dir) {
+  if (!fs::is_directory(dir)) return;
+  std::vector<fs::path> stale;
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.path().filename().string().rfind(kStagingPrefix, 0) == 0) stale.push_back(entry.path());
+  for (const auto& path : stale) {
+    std::error_code ignored;
+    fs::remove_all(path, ignored);
+  }
+}
+
 /// The newest checkpoint of `dir` that can be resumed from; each newer one skipped is named in a warning.
 inline std::optional<fs::path> get_last_checkpoint(const fs::path& dir) {
   auto all = sorted_checkpoints(dir);

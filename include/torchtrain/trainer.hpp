@@ -275,6 +275,7 @@ class Trainer {
     apply_trial(trial);
     args.validate();
     check_eval_dataset();
+    if (state.is_world_process_zero) checkpoint::remove_stale_staging(args.output_dir);
     torch::manual_seed(args.seed);
     if (model_init) {
       model = model_init();
@@ -321,12 +322,14 @@ class Trainer {
     if (resume) {
       const auto folder = checkpoint::resolve(resume.latest(), resume.path(), args.output_dir);
       auto loaded = checkpoint::load(folder, *model, optimizer.get(), lr_scheduler.get());
-      const TrainerState resumed_intervals_from = loaded.state;
+      const TrainerState saved = loaded.state;
       state = std::move(loaded.state);
-      warn_if_intervals_changed(resumed_intervals_from, max_steps);
+      warn_if_intervals_changed(saved, max_steps);
       state.compute_steps(args, max_steps);
       if (args.restore_callback_states_from_checkpoint) restore_callback_states();
-      stopped_before = control.should_training_stop;
+      // A stop decided by a callback persists; the stop at the end of a shorter run does not.
+      const bool ended_its_run = saved.global_step >= saved.max_steps;
+      stopped_before = control.should_training_stop && !(ended_its_run && state.global_step < max_steps);
       losses.restore(loaded.loop_state);
       epochs_trained = state.global_step / updates_per_epoch;
       if (!args.ignore_data_skip) steps_trained_in_current_epoch = (state.global_step % updates_per_epoch) * ga;
