@@ -431,7 +431,7 @@ TEST_CASE("evaluate and predict on their own, named eval sets, ignore_keys") {
   CHECK(torch::allclose(hidden.predictions, prediction.predictions * 10));
 }
 
-TEST_CASE("trial values are applied to the arguments with type casting; unknown names are rejected") {
+TEST_CASE("trial values are applied to the arguments with type casting, and unknown names are rejected") {
   TempDir dir("trial");
   auto args = quiet_args(dir.str());
   args.max_steps = 2;
@@ -487,7 +487,7 @@ TEST_CASE("checkpoints are written, rotated by step number, and a run resumes to
   CHECK_THROWS_WITH(none.train(true), Catch::Contains("No valid checkpoint"));
 }
 
-TEST_CASE("save_model writes weights that plain LibTorch loads; save_metrics writes HF's files") {
+TEST_CASE("save_model writes weights that plain LibTorch loads, and save_metrics writes HF's files") {
   TempDir dir("savemodel");
   auto args = quiet_args(dir.str());
   args.max_steps = 1;
@@ -619,7 +619,7 @@ TEST_CASE("resume skips an invalid newest checkpoint, says why, and removes stal
   for (std::size_t i = 0; i < a.size(); ++i) CHECK(torch::equal(a[i], b[i]));
 }
 
-TEST_CASE("resuming a finished run performs no step; changed intervals are used, with a warning") {
+TEST_CASE("resuming a finished run performs no step, and changed intervals are used, with a warning") {
   TempDir dir("finished");
   auto args = checkpointing_args(dir.str());
   tt::Trainer first(Mlp(), args, Blobs(16, 1));
@@ -641,7 +641,7 @@ TEST_CASE("resuming a finished run performs no step; changed intervals are used,
   CHECK(longer.state.log_history[longer.state.log_history.size() - 2]["step"] == 8);
 }
 
-TEST_CASE("save_strategy best saves on improvement and records best_global_step; the best model is reloaded") {
+TEST_CASE("save_strategy best saves on improvement and records best_global_step, and the best model is reloaded") {
   TempDir dir("best");
   auto args = quiet_args(dir.str());
   args.per_device_train_batch_size = 4;
