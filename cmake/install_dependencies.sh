@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Installs, through apt-get, whatever torchtrain needs to build and test that is not already installed.
 # Idempotent and quick when everything is there. Run as root (or with sudo available).
+# With --fuzz, also clang and its runtimes (libFuzzer, sanitizers), which only the fuzz build needs.
 set -euo pipefail
 
 packages=(g++ cmake ninja-build libtorch-dev nlohmann-json3-dev catch2 libgloo-dev libbenchmark-dev)
+if [ "${1:-}" = "--fuzz" ]; then
+  packages+=(clang libclang-rt-dev)
+elif [ $# -gt 0 ]; then
+  echo "usage: $0 [--fuzz]" >&2
+  exit 2
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,8 +30,10 @@ class TensorDataset : public torch::data::datasets::Dataset<TensorDataset> {
   /// Reads a classification CSV: numeric feature columns, then an integer class label (>= 0) in the last
   /// column. A first row that is not numeric is a header; blank lines are skipped; anything else malformed
   /// is an error naming the file and the line.
-  static TensorDataset from_csv(const std::string& path) {
-    const std::string text = detail::read_text_file(path);
+  static TensorDataset from_csv(const std::string& path) { return from_csv_text(detail::read_text_file(path), path); }
+
+  /// from_csv() on text already in memory; `source` names it in error messages (a path, or e.g. "<stdin>").
+  static TensorDataset from_csv_text(const std::string& text, const std::string& source) {
     std::vector<float> features;
     std::vector<std::int64_t> labels;
     std::size_t columns = 0, line_number = 0, pos = 0;
@@ -57,20 +61,26 @@ class TensorDataset : public torch::data::datasets::Dataset<TensorDataset> {
         columns = cells.size();
         continue;
       }
-      auto where = [&] { return path + ":" + std::to_string(line_number) + ": "; };
+      auto where = [&] { return source + ":" + std::to_string(line_number) + ": "; };
       if (!numeric) throw FileFormatError(where() + "a value is not a number: '" + line + "'");
       if (columns == 0) columns = cells.size();
       if (cells.size() < 2) throw FileFormatError(where() + "a row needs at least one feature and a label");
       if (cells.size() != columns)
         throw FileFormatError(where() + "expected " + std::to_string(columns) + " columns, found " +
                               std::to_string(cells.size()));
+      for (std::size_t i = 0; i + 1 < values.size(); ++i)
+        if (std::abs(values[i]) > std::numeric_limits<float>::max())
+          throw FileFormatError(where() + "feature " + std::to_string(i + 1) + " (" + cells[i] +
+                                ") is too large for a 32-bit float; rescale the column");
+      // Class indices above 2^53 cannot even be told apart as doubles, let alone be an output layer's size.
       const double label = values.back();
-      if (label < 0 || label != std::floor(label))
-        throw FileFormatError(where() + "the label (last column) must be a whole number >= 0, found " + cells.back());
+      if (label < 0 || label != std::floor(label) || label > 0x1p53)
+        throw FileFormatError(where() + "the label (last column) must be a whole number from 0 to 2^53, found " +
+                              cells.back());
       features.insert(features.end(), values.begin(), values.end() - 1);
       labels.push_back(static_cast<std::int64_t>(label));
     }
-    if (labels.empty()) throw FileFormatError(path + ": the file has no data rows");
+    if (labels.empty()) throw FileFormatError(source + ": the file has no data rows");
     const auto rows = static_cast<std::int64_t>(labels.size());
     return {torch::tensor(features).reshape({rows, static_cast<std::int64_t>(columns - 1)}), torch::tensor(labels)};
   }

@@ -18,6 +18,7 @@
 #include "torchtrain/detail/argument_fields.hpp"
 #include "torchtrain/detail/argument_value.hpp"
 #include "torchtrain/detail/edit_distance.hpp"
+#include "torchtrain/detail/json_limits.hpp"
 #include "torchtrain/detail/text_file.hpp"
 #include "torchtrain/detail/warn.hpp"
 #include "torchtrain/errors.hpp"
@@ -62,22 +63,31 @@ inline void apply_json_object(const ArgumentList& arguments, const nlohmann::jso
        ": " + list);
 }
 
-/// The JSON value in the file at `path`; throws FileFormatError naming the path for a missing, empty or
-/// malformed file.
-inline nlohmann::json read_json_file(const std::string& path) {
-  const std::string text = read_text_file(path);
+/// The JSON value in `text`, read from `source` (a path); throws FileFormatError naming it when the text is
+/// empty or malformed.
+inline nlohmann::json parse_json_text(const std::string& text, const std::string& source) {
   if (text.find_first_not_of(" \t\r\n") == std::string::npos)
-    throw FileFormatError(path + ": the file is empty; expected a JSON object such as {\"learning_rate\": 3e-4}");
+    throw FileFormatError(source + ": the file is empty; expected a JSON object such as {\"learning_rate\": 3e-4}");
+  const auto limit_depth = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+    if (event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start)
+      check_json_depth(depth, source);
+    return true;
+  };
   try {
-    return nlohmann::json::parse(text);
+    return nlohmann::json::parse(text, limit_depth);
   } catch (const nlohmann::json::parse_error& e) {
-    std::string reason = e.what();
-    reason.erase(0, reason.find("] ") == std::string::npos ? 0 : reason.find("] ") + 2);  // drop "[json.exception...]"
     const bool cut_short = e.byte >= text.size();
-    throw FileFormatError(path + ": not valid JSON" +
-                          (cut_short ? " (the file ends too early; is it truncated?)" : "") + ": " + reason);
+    throw FileFormatError(source + ": not valid JSON" +
+                          (cut_short ? " (the file ends too early; is it truncated?)" : "") + ": " +
+                          json_error_reason(e));
+  } catch (const nlohmann::json::out_of_range& e) {  // a number beyond a double's range, such as 1e999
+    throw FileFormatError(source + ": not valid JSON: " + json_error_reason(e));
   }
 }
+
+/// The JSON value in the file at `path`; throws FileFormatError naming the path for a missing, empty or
+/// malformed file.
+inline nlohmann::json read_json_file(const std::string& path) { return parse_json_text(read_text_file(path), path); }
 
 inline bool is_help_token(std::string_view token) { return token == "-h" || token == "--help"; }
 

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "torchtrain/detail/json_limits.hpp"
 #include "torchtrain/errors.hpp"
 
 namespace torchtrain::detail {
@@ -265,7 +266,9 @@ inline nlohmann::json parse_python_json(std::string_view text, const std::string
 
   std::size_t seen = 0;
   std::size_t next_special = 0;
-  const auto restore = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+  const auto restore = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    if (event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start)
+      check_json_depth(depth, source);
     if (event == nlohmann::json::parse_event_t::value && parsed.is_number()) {
       if (next_special < specials.size() && specials[next_special].first == seen)
         parsed = specials[next_special++].second;
@@ -276,12 +279,12 @@ inline nlohmann::json parse_python_json(std::string_view text, const std::string
   try {
     return nlohmann::json::parse(scrubbed, restore);
   } catch (const nlohmann::json::parse_error& e) {
-    std::string message = e.what();
-    if (const auto prefix_end = message.find("] "); message.rfind("[json.exception", 0) == 0 &&
-                                                    prefix_end != std::string::npos)
-      message.erase(0, prefix_end + 2);
+    const std::string message = json_error_reason(e);
     throw FileFormatError(source + ": not valid JSON (byte " + std::to_string(e.byte) + "): " + message +
                           "; the file may be truncated or damaged, so use another copy or delete it");
+  } catch (const nlohmann::json::out_of_range& e) {  // a number beyond a double's range, such as 1e999
+    throw FileFormatError(source + ": not valid JSON: " + json_error_reason(e) +
+                          "; the file may be damaged, so use another copy or delete it");
   }
 }
 
