@@ -1,14 +1,19 @@
 // SPDX-License-Identifier: MIT
-// Checkpoints: the folder layout, crash-safe writing, finding the newest one, rotation, and loading.
+// Checkpoints: the folder layout, crash-safe writing, finding the newest valid one, rotation, and loading that
+// changes nothing unless it succeeds.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <exception>
 #include <filesystem>
-#include <fstream>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <regex>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -16,11 +21,15 @@
 #include <unistd.h>
 
 #include <ATen/Context.h>
+#include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
+#include <torch/cuda.h>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/serialize.h>
 
+#include "torchtrain/checkpoint_manifest.hpp"
+#include "torchtrain/detail/durable_file.hpp"
 #include "torchtrain/detail/text_file.hpp"
 #include "torchtrain/detail/warn.hpp"
 #include "torchtrain/errors.hpp"
@@ -39,6 +48,7 @@ inline constexpr const char* kRngFile = "rng_state.pt";
 inline constexpr const char* kLoopStateFile = "loop_state.json";
 inline constexpr const char* kTrainerStateFile = "trainer_state.json";
 inline constexpr const char* kTrainingArgsFile = "training_args.json";
+inline constexpr const char* kManifestFile = CheckpointManifest::kFileName;
 inline constexpr const char* kStagingPrefix = ".tmp-";
 
 namespace detail {
@@ -51,13 +61,6 @@ inline void fsync_path(const fs::path& path, bool directory) {
   if (rc != 0) throw CheckpointError("cannot flush '" + path.string() + "' to disk (fsync failed)");
 }
 
-inline void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.flush();
-  if (!out) throw CheckpointError("cannot write '" + path.string() + "' (disk full or not writable?)");
-}
-
 // checkpoint-<N> -> N, or nothing for other names.
 inline std::optional<std::int64_t> checkpoint_step(const fs::path& folder) {
   static const std::regex pattern("^checkpoint-([0-9]+)$");
@@ -67,13 +70,148 @@ inline std::optional<std::int64_t> checkpoint_step(const fs::path& folder) {
   return std::stoll(m[1].str());
 }
 
+// LibTorch's messages without the C++ backtrace it appends.
+inline std::string error_text(const std::exception& e) {
+  if (const auto* torch_error = dynamic_cast<const c10::Error*>(&e)) return torch_error->what_without_backtrace();
+  return e.what();
+}
+
+// The default generators: the CPU's first, then one per CUDA device (none in a CPU-only process).
+inline std::vector<at::Generator> rng_generators(std::size_t cuda_devices) {
+  std::vector<at::Generator> generators{at::globalContext().defaultGenerator(at::kCPU)};
+  for (std::size_t i = 0; i < cuda_devices; ++i)
+    generators.push_back(at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i))));
+  return generators;
+}
+
+inline std::vector<torch::Tensor> rng_states() {
+  std::vector<torch::Tensor> states;
+  for (auto& generator : rng_generators(torch::cuda::device_count())) {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    states.push_back(generator.get_state());
+  }
+  return states;
+}
+
+// Restores what rng_states() returned, for as many CUDA devices as both have; `source` names it in the warning.
+inline void set_rng_states(const std::vector<torch::Tensor>& states, const std::string& source) {
+  const std::size_t live_cuda = torch::cuda::device_count();
+  const std::size_t saved_cuda = states.empty() ? 0 : states.size() - 1;
+  if (saved_cuda != live_cuda)
+    torchtrain::detail::warn(source + " holds the random state of " + std::to_string(saved_cuda) +
+                             " CUDA device(s) and this process has " + std::to_string(live_cuda) +
+                             "; random numbers on the devices not restored will differ from an uninterrupted run.");
+  auto generators = rng_generators(std::min(saved_cuda, live_cuda));
+  for (std::size_t i = 0; i < generators.size() && i < states.size(); ++i) {
+    std::lock_guard<std::mutex> lock(generators[i].mutex());
+    generators[i].set_state(states[i]);
+  }
+}
+
+// Each parameter and buffer of `module` (recursively) paired with its tensor in `archive`, whose shape and
+// dtype must match: Module::load would instead silently reshape the parameters to whatever the file holds.
+using TensorPairs = std::vector<std::pair<torch::Tensor, torch::Tensor>>;
+inline void match_module_archive(torch::nn::Module& module, torch::serialize::InputArchive& archive, TensorPairs& out,
+                                 const std::string& prefix = "") {
+  auto match = [&](const std::string& key, const torch::Tensor& live, bool is_buffer) {
+    torch::Tensor saved;
+    if (!archive.try_read(key, saved, is_buffer))
+      throw CheckpointError("it has no " + prefix + key + "; it was saved from a different model");
+    if (!live.defined()) return;
+    if (saved.sizes() != live.sizes() || saved.scalar_type() != live.scalar_type())
+      throw CheckpointError(prefix + key + " is " + std::string(c10::toString(saved.scalar_type())) +
+                            c10::str(saved.sizes()) + " in the file and " + c10::toString(live.scalar_type()) +
+                            c10::str(live.sizes()) + " in the model; it was saved from a different model");
+    out.emplace_back(live, saved.to(live.device()));
+  };
+  for (const auto& p : module.named_parameters(/*recurse=*/false)) match(p.key(), p.value(), false);
+  for (const auto& b : module.named_buffers(/*recurse=*/false)) match(b.key(), b.value(), true);
+  for (const auto& child : module.named_children()) {
+    if (!child.value()->is_serializable()) continue;
+    torch::serialize::InputArchive child_archive;
+    if (!archive.try_read(child.key(), child_archive))
+      throw CheckpointError("it has no module " + prefix + child.key() + "; it was saved from a different model");
+    match_module_archive(*child.value(), child_archive, out, prefix + child.key() + ".");
+  }
+}
+
+// Points each live tensor at its new storage. The old storage is never written, so an alias of it restores it.
+inline void assign_storages(const TensorPairs& pairs) {
+  torch::NoGradGuard no_grad;
+  for (const auto& [live, source] : pairs) live.set_(source);  // Tensor's in-place methods are const
+}
+
+/// What load() changes, kept aside before it changes anything so that a failed load can put it back. Loading
+/// replaces storages and optimizer state objects instead of writing into them, so keeping the old ones costs
+/// no copy: aliases of the parameters, the optimizer's state map moved out, small clones of the rest.
+class TrainingSnapshot {
+ public:
+  TrainingSnapshot(torch::nn::Module& model, torch::optim::Optimizer* optimizer, LRScheduler* scheduler)
+      : optimizer_(optimizer), scheduler_(scheduler), rng_(rng_states()) {
+    for (const auto& p : model.parameters())
+      if (p.defined()) model_.emplace_back(p, p.detach());
+    for (const auto& b : model.buffers())
+      if (b.defined()) model_.emplace_back(b, b.detach());
+    if (optimizer) {
+      optimizer_state_ = std::move(optimizer->state());
+      optimizer->state().clear();  // parameters without saved state must not keep the current one
+      for (const auto& group : optimizer->param_groups()) group_options_.push_back(group.options().clone());
+    }
+    if (scheduler) scheduler_state_ = scheduler->state_dict();
+  }
+
+  void restore() {
+    assign_storages(model_);
+    if (optimizer_) {
+      optimizer_->state() = std::move(optimizer_state_);
+      for (std::size_t i = 0; i < group_options_.size(); ++i)
+        optimizer_->param_groups()[i].set_options(std::move(group_options_[i]));
+    }
+    if (scheduler_) scheduler_->load_state_dict(scheduler_state_);
+    auto generators = rng_generators(rng_.size() - 1);
+    for (std::size_t i = 0; i < generators.size(); ++i) {
+      std::lock_guard<std::mutex> lock(generators[i].mutex());
+      generators[i].set_state(rng_[i]);
+    }
+  }
+
+ private:
+  TensorPairs model_;
+  torch::optim::Optimizer* optimizer_;
+  LRScheduler* scheduler_;
+  std::vector<torch::Tensor> rng_;
+  std::remove_reference_t<decltype(std::declval<torch::optim::Optimizer&>().state())> optimizer_state_;
+  std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> group_options_;
+  nlohmann::json scheduler_state_;
+};
+
+// The running loss sums the loop restores: null (an older checkpoint) or {"interval_loss", "total_loss"}.
+inline void check_loop_state(const nlohmann::json& loop_state) {
+  if (loop_state.is_null()) return;
+  for (const char* key : {"interval_loss", "total_loss"})
+    if (!loop_state.is_object() || !loop_state.contains(key) || !loop_state.at(key).is_number())
+      throw FileFormatError(std::string("expected an object with the numbers interval_loss and total_loss; ") +
+                            key + " is missing or not a number");
+}
+
+// Test hook: called with the path of each file once it is written and flushed into a checkpoint's staging
+// folder, so a test can stop the process in the middle of a save. Empty (nothing is called) unless a test sets it.
+inline std::function<void(const fs::path&)>& after_file_written_hook() {
+  static std::function<void(const fs::path&)> hook;
+  return hook;
+}
+inline void set_after_file_written_hook(std::function<void(const fs::path&)> hook) {
+  after_file_written_hook() = std::move(hook);
+}
+
 }  // namespace detail
 
 /// Writes `text` to `path` through a temporary sibling and a rename, so readers never see half a file.
 inline void write_file_atomically(const fs::path& path, const std::string& text) {
   const fs::path tmp = path.parent_path() / (std::string(kStagingPrefix) + path.filename().string());
-  detail::write_text(tmp, text);
-  detail::fsync_path(tmp, false);
+  torchtrain::detail::DurableFile file(tmp);
+  file.write(text.data(), text.size());
+  file.commit();
   fs::rename(tmp, path);
 }
 
@@ -83,10 +221,17 @@ inline void save_module(const torch::nn::Module& module, const fs::path& path) {
   archive.save_to(path.string());
 }
 
+/// Loads weights saved by save_module; a file of another architecture is an error, and the module unchanged.
 inline void load_module(torch::nn::Module& module, const fs::path& path) {
-  torch::serialize::InputArchive archive;
-  archive.load_from(path.string());
-  module.load(archive);
+  detail::TensorPairs tensors;
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path.string());
+    detail::match_module_archive(module, archive, tensors);
+  } catch (const std::exception& e) {
+    throw CheckpointError("cannot load " + path.string() + ": " + detail::error_text(e));
+  }
+  detail::assign_storages(tensors);
 }
 
 /// The checkpoint-<N> folders of `dir`, sorted by N (never by modification time).
@@ -102,10 +247,20 @@ inline std::vector<fs::path> sorted_checkpoints(const fs::path& dir) {
   return out;
 }
 
-/// Why `folder` cannot be resumed from, or nothing when it can.
+/// Why `folder` cannot be resumed from, or nothing when it can: its manifest.json must exist, list model.pt
+/// and trainer_state.json, and agree with every file in the folder (names, sizes, CRC32C checksums).
 inline std::optional<std::string> invalid_reason(const fs::path& folder) {
+  const fs::path manifest_path = folder / kManifestFile;
+  if (!fs::is_regular_file(manifest_path)) return std::string("it has no ") + kManifestFile + ", so its save never finished";
+  CheckpointManifest manifest;
+  try {
+    manifest = CheckpointManifest::read(manifest_path);
+  } catch (const FileFormatError& e) {
+    return std::string("its manifest is malformed: ") + e.what();
+  }
   for (const char* file : {kModelFile, kTrainerStateFile})
-    if (!fs::is_regular_file(folder / file)) return std::string("it has no ") + file;
+    if (!manifest.find(file)) return std::string("its manifest lists no ") + file;
+  if (auto why = manifest.verify(folder)) return why;
   try {
     TrainerState::load_from_json((folder / kTrainerStateFile).string());
   } catch (const std::exception& e) {
@@ -154,35 +309,56 @@ inline fs::path resolve(bool latest, const std::optional<std::string>& path, con
                         "); train without resume_from_checkpoint, or pass a checkpoint folder");
 }
 
-/// Writes a checkpoint into a staging folder, flushes it, then renames it into place: a crash at any
-/// instant leaves either the complete checkpoint or none. `optimizer`/`scheduler` may be null
-/// (save_only_model).
+/// Writes a checkpoint into a staging folder, each file flushed to disk as it is closed and manifest.json
+/// last, then renames the folder into place: a crash at any instant leaves either the complete checkpoint or
+/// none. `optimizer`/`scheduler` may be null (save_only_model). Throws CheckpointError naming the file that
+/// could not be written; the staging folder is removed and earlier checkpoints are untouched.
 inline void save(const fs::path& folder, const TrainingArguments& args, const TrainerState& state,
                  const torch::nn::Module& model, const torch::optim::Optimizer* optimizer,
                  const LRScheduler* scheduler, const nlohmann::json& loop_state) {
   const fs::path parent = folder.parent_path();
-  fs::create_directories(parent);
   const fs::path staging = parent / (std::string(kStagingPrefix) + folder.filename().string());
-  fs::remove_all(staging);
-  fs::create_directories(staging);
+  CheckpointManifest manifest;
+  manifest.global_step = state.global_step;
+  auto write_archive = [&](const char* name, auto&& fill) {
+    torchtrain::detail::DurableFile file(staging / name);
+    torch::serialize::OutputArchive archive;
+    fill(archive);
+    archive.save_to(file.sink());
+    manifest.add(name, file.commit());
+    if (const auto& hook = detail::after_file_written_hook()) hook(staging / name);
+  };
+  auto write_text = [&](const char* name, const std::string& text) {
+    torchtrain::detail::DurableFile file(staging / name);
+    file.write(text.data(), text.size());
+    manifest.add(name, file.commit());
+    if (const auto& hook = detail::after_file_written_hook()) hook(staging / name);
+  };
   try {
-    save_module(model, staging / kModelFile);
-    if (optimizer) torch::save(*optimizer, (staging / kOptimizerFile).string());
-    if (scheduler) detail::write_text(staging / kSchedulerFile, scheduler->state_dict().dump(2) + "\n");
-    std::vector<torch::Tensor> rng{at::globalContext().defaultGenerator(at::kCPU).get_state()};
-    torch::save(rng, (staging / kRngFile).string());
-    detail::write_text(staging / kLoopStateFile, loop_state.dump(2) + "\n");
-    args.save_to_json((staging / kTrainingArgsFile).string());
-    detail::write_text(staging / kTrainerStateFile, state.to_json_string());
-    for (const auto& entry : fs::directory_iterator(staging)) detail::fsync_path(entry.path(), false);
+    fs::create_directories(parent);
+    fs::remove_all(staging);
+    fs::create_directories(staging);
+    write_archive(kModelFile, [&](auto& archive) { model.save(archive); });
+    if (optimizer) write_archive(kOptimizerFile, [&](auto& archive) { optimizer->save(archive); });
+    if (scheduler) write_text(kSchedulerFile, scheduler->state_dict().dump(2) + "\n");
+    write_archive(kRngFile, [&](auto& archive) {  // CPU state as "0", CUDA device i as "i+1" (torch::load reads a vector)
+      const auto states = detail::rng_states();
+      for (std::size_t i = 0; i < states.size(); ++i) archive.write(std::to_string(i), states[i]);
+    });
+    write_text(kLoopStateFile, loop_state.dump(2) + "\n");
+    write_text(kTrainingArgsFile, args.to_json_string());
+    write_text(kTrainerStateFile, state.to_json_string());
+    manifest.write(staging);  // last: a manifest that agrees with the files proves they are complete
+    if (const auto& hook = detail::after_file_written_hook()) hook(staging / kManifestFile);
     detail::fsync_path(staging, true);
     fs::remove_all(folder);  // a second save at the same step replaces the first
     fs::rename(staging, folder);
     detail::fsync_path(parent, true);
-  } catch (...) {
+  } catch (const std::exception& e) {
     std::error_code ignored;
     fs::remove_all(staging, ignored);
-    throw;
+    throw CheckpointError("cannot save checkpoint " + folder.string() + ": " + detail::error_text(e) +
+                          "; the checkpoints saved before it are untouched");
   }
 }
 
@@ -191,24 +367,59 @@ struct Loaded {
   nlohmann::json loop_state;
 };
 
-/// Restores the model, optimizer, scheduler and RNG from `folder` and returns its state.
+/// Restores the model, optimizer, scheduler and RNG from `folder` and returns its state; `restore_more` (for
+/// example the callback states) runs last, inside the same guarantee. The folder must be valid (see
+/// invalid_reason), and every file is read and checked before anything changes. If anything fails, the
+/// model, optimizer, scheduler and RNG are put back exactly as they were and CheckpointError names the file.
 inline Loaded load(const fs::path& folder, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
-                   LRScheduler* scheduler) {
-  Loaded loaded{TrainerState::load_from_json((folder / kTrainerStateFile).string()), nullptr};
-  load_module(model, folder / kModelFile);
-  if (optimizer && fs::exists(folder / kOptimizerFile)) torch::load(*optimizer, (folder / kOptimizerFile).string());
-  if (scheduler && fs::exists(folder / kSchedulerFile))
-    scheduler->load_state_dict(nlohmann::json::parse(torchtrain::detail::read_text_file((folder / kSchedulerFile).string())));
-  if (fs::exists(folder / kRngFile)) {
-    std::vector<torch::Tensor> rng;
-    torch::load(rng, (folder / kRngFile).string());
-    if (!rng.empty()) {
-      auto generator = at::globalContext().defaultGenerator(at::kCPU);
-      generator.set_state(rng.front());
-    }
+                   LRScheduler* scheduler, const std::function<void(const TrainerState&)>& restore_more = {}) {
+  const std::string where = "cannot load checkpoint " + folder.string() + ": ";
+  if (auto why = invalid_reason(folder)) throw CheckpointError(where + *why);
+  auto read_json = [&](const char* file) {
+    return nlohmann::json::parse(torchtrain::detail::read_text_file((folder / file).string()));
+  };
+  Loaded loaded;
+  torch::serialize::InputArchive model_archive, optimizer_archive;
+  detail::TensorPairs model_tensors;
+  std::optional<nlohmann::json> scheduler_state;
+  std::vector<torch::Tensor> rng;
+  const bool has_optimizer = optimizer && fs::exists(folder / kOptimizerFile);
+  std::string stage = kTrainerStateFile;
+  try {
+    loaded.state = TrainerState::load_from_json((folder / kTrainerStateFile).string());
+    stage = kLoopStateFile;
+    if (fs::exists(folder / kLoopStateFile)) loaded.loop_state = read_json(kLoopStateFile);
+    detail::check_loop_state(loaded.loop_state);
+    stage = kModelFile;
+    model_archive.load_from((folder / kModelFile).string());
+    detail::match_module_archive(model, model_archive, model_tensors);
+    stage = kOptimizerFile;
+    if (has_optimizer) optimizer_archive.load_from((folder / kOptimizerFile).string());
+    stage = kSchedulerFile;
+    if (scheduler && fs::exists(folder / kSchedulerFile)) scheduler_state = read_json(kSchedulerFile);
+    stage = kRngFile;
+    if (fs::exists(folder / kRngFile)) torch::load(rng, (folder / kRngFile).string());
+  } catch (const std::exception& e) {
+    throw CheckpointError(where + stage + ": " + detail::error_text(e) + "; nothing was changed");
   }
-  if (fs::exists(folder / kLoopStateFile))
-    loaded.loop_state = nlohmann::json::parse(torchtrain::detail::read_text_file((folder / kLoopStateFile).string()));
+
+  detail::TrainingSnapshot before(model, has_optimizer ? optimizer : nullptr, scheduler);
+  try {
+    stage = kModelFile;
+    detail::assign_storages(model_tensors);
+    stage = kOptimizerFile;
+    if (has_optimizer) optimizer->load(optimizer_archive);
+    stage = kSchedulerFile;
+    if (scheduler_state) scheduler->load_state_dict(*scheduler_state);
+    stage = kRngFile;
+    if (!rng.empty()) detail::set_rng_states(rng, (folder / kRngFile).string());
+    stage = std::string("the callback states of ") + kTrainerStateFile;
+    if (restore_more) restore_more(loaded.state);
+  } catch (const std::exception& e) {
+    before.restore();
+    throw CheckpointError(where + stage + ": " + detail::error_text(e) +
+                          "; the model, optimizer, scheduler, RNG and callbacks are as they were");
+  }
   return loaded;
 }
 

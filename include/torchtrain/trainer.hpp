@@ -321,12 +321,14 @@ class Trainer {
     bool stopped_before = false;
     if (resume) {
       const auto folder = checkpoint::resolve(resume.latest(), resume.path(), args.output_dir);
-      auto loaded = checkpoint::load(folder, *model, optimizer.get(), lr_scheduler.get());
+      // All or nothing: if the callbacks reject their states, the model and optimizer are put back too.
+      auto loaded = checkpoint::load(folder, *model, optimizer.get(), lr_scheduler.get(), [&](const TrainerState& saved) {
+        if (args.restore_callback_states_from_checkpoint) restore_callback_states(saved);
+      });
       const TrainerState saved = loaded.state;
       state = std::move(loaded.state);
       warn_if_intervals_changed(saved, max_steps);
       state.compute_steps(args, max_steps);
-      if (args.restore_callback_states_from_checkpoint) restore_callback_states();
       // A stop decided by a callback persists; the stop at the end of a shorter run does not.
       const bool ended_its_run = saved.global_step >= saved.max_steps;
       stopped_before = control.should_training_stop && !(ended_its_run && state.global_step < max_steps);
@@ -414,7 +416,7 @@ class Trainer {
     Metrics metrics = state.log_history.back();
     metrics.erase("step");
 
-    if (control.should_save && state.best_model_checkpoint && args.save_total_limit == 1)
+    if (state.is_world_process_zero && state.best_model_checkpoint && args.save_total_limit == 1)
       checkpoint::delete_all_but_best(args.output_dir, *state.best_model_checkpoint);
     handler_.on_train_end(args, state, control, context_);
     return {state.global_step, train_loss, metrics};
@@ -509,20 +511,32 @@ class Trainer {
     checkpoint::rotate(args.output_dir, args.save_total_limit, state.best_model_checkpoint);
   }
 
-  void restore_callback_states() {
+  // Restores every stateful callback and the control from `saved`, or, if one of them throws, none of them.
+  void restore_callback_states(const TrainerState& saved) {
+    std::vector<std::pair<CallbackPtr, nlohmann::json>> before;
+    for (const auto& cb : handler_.callbacks())
+      if (auto s = cb->state()) before.emplace_back(cb, std::move(*s));
+    const TrainerControl control_before = control;
     std::map<std::string, std::size_t> seen;
     std::set<std::string> live;
-    for (const auto& cb : handler_.callbacks()) {
-      if (!cb->state()) continue;
-      const auto name = cb->name();
-      live.insert(name);
-      const auto saved = state.stateful_callback_states(name);
-      const std::size_t i = seen[name]++;
-      if (i < saved.size()) cb->restore_state(saved[i]);
+    try {
+      for (const auto& entry : before) {
+        const auto& cb = entry.first;
+        const auto name = cb->name();
+        live.insert(name);
+        const auto states = saved.stateful_callback_states(name);
+        const std::size_t i = seen[name]++;
+        if (i < states.size()) cb->restore_state(states[i]);
+      }
+      if (auto states = saved.stateful_callback_states("TrainerControl"); !states.empty())
+        control.restore_state(states[0]);
+    } catch (...) {
+      for (const auto& [cb, s] : before) cb->restore_state(s);
+      control = control_before;
+      throw;
     }
-    if (auto saved = state.stateful_callback_states("TrainerControl"); !saved.empty()) control.restore_state(saved[0]);
     std::string missing;
-    for (const auto& [name, value] : state.stateful_callbacks.items())
+    for (const auto& [name, value] : saved.stateful_callbacks.items())
       if (name != "TrainerControl" && !live.count(name)) missing += (missing.empty() ? "" : ", ") + name;
     if (!missing.empty())
       detail::warn("Checkpoint included callbacks not included in current configuration. Ignoring. (" + missing + ")");

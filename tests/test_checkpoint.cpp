@@ -1,0 +1,588 @@
+// Checkpoints: CRC32C, the manifest, resuming past corrupt checkpoints, loads that fail without changing
+// anything, a disk that fills up during a save, and save_total_limit rotation.
+#include <torch/torch.h>
+
+#include <catch2/catch.hpp>
+
+#include <torchtrain/torchtrain.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <random>
+#include <set>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "support.hpp"
+
+namespace tt = torchtrain;
+namespace fs = std::filesystem;
+using tt_test::TempDir;
+
+namespace {
+
+struct Blobs : torch::data::datasets::Dataset<Blobs> {
+  torch::Tensor x, y;
+  Blobs(int64_t n, uint64_t seed) {
+    auto gen = at::detail::createCPUGenerator(seed);
+    y = torch::randint(0, 2, {n}, gen);
+    x = torch::randn({n, 4}, gen) + y.unsqueeze(1).to(torch::kFloat) * 2.0;
+  }
+  torch::data::Example<> get(size_t i) override { return {x[static_cast<int64_t>(i)], y[static_cast<int64_t>(i)]}; }
+  torch::optional<size_t> size() const override { return static_cast<size_t>(x.size(0)); }
+};
+
+struct MlpImpl : torch::nn::Module {
+  torch::nn::Linear fc1, fc2;
+  explicit MlpImpl(int64_t hidden = 16)
+      : fc1(register_module("fc1", torch::nn::Linear(4, hidden))),
+        fc2(register_module("fc2", torch::nn::Linear(hidden, 2))) {}
+  torch::Tensor forward(torch::Tensor x) { return fc2(torch::relu(fc1(x))); }
+};
+TORCH_MODULE(Mlp);
+
+// A stateful callback that counts steps and rejects a saved count of 999, as a corrupt state would be.
+struct StepCounter : tt::TrainerCallback {
+  int64_t steps = 0;
+  void on_step_end(const Args&, const State&, Control&, const Context&) override { ++steps; }
+  std::optional<nlohmann::json> state() const override {
+    return nlohmann::json{{"args", nlohmann::json::object()}, {"attributes", {{"steps", steps}}}};
+  }
+  void restore_state(const nlohmann::json& saved) override {
+    const auto value = saved.at("attributes").at("steps").get<int64_t>();
+    if (value == 999) throw tt::ArgumentError("StepCounter: steps 999 is not a count this callback saves");
+    steps = value;
+  }
+};
+
+// The global step a (resumed) run starts from.
+struct StartStep : tt::TrainerCallback {
+  int64_t step = -1;
+  void on_train_begin(const Args&, const State& s, Control&, const Context&) override { step = s.global_step; }
+};
+
+tt::TrainingArguments checkpointing_args(const std::string& dir) {
+  tt::TrainingArguments a;
+  a.output_dir = dir;
+  a.disable_tqdm = true;
+  a.report_to = {"none"};
+  a.save_strategy = tt::SaveStrategy::steps;
+  a.save_steps = 2;
+  a.logging_steps = 2;
+  a.per_device_train_batch_size = 4;
+  a.max_steps = 6;
+  return a;
+}
+
+// Trains 6 steps into `dir`: checkpoint-2, -4 and -6.
+std::vector<torch::Tensor> train_three_checkpoints(const std::string& dir) {
+  tt::Trainer trainer(Mlp(), checkpointing_args(dir), Blobs(16, 1));
+  trainer.pop_callback<tt::PrinterCallback>();
+  trainer.train();
+  std::vector<torch::Tensor> weights;
+  for (const auto& p : trainer.model->parameters()) weights.push_back(p.detach().clone());
+  return weights;
+}
+
+// What a test does to a checkpoint after the fact: the manifest then describes the files as they are now.
+void rewrite_manifest(const fs::path& folder) {
+  auto manifest = tt::CheckpointManifest::read(folder / "manifest.json");
+  manifest.files.clear();
+  for (const auto& entry : fs::directory_iterator(folder))
+    if (entry.path().filename() != "manifest.json")
+      manifest.add(entry.path().filename().string(), tt::detail::crc32c_of_file(entry.path().string()));
+  manifest.write(folder);
+}
+
+template <class E, class F>
+std::string thrown(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "<nothing was thrown>";
+}
+
+// Runs `f` (which builds a model, say) and then puts the global CPU generator back as it was.
+template <class F>
+void without_using_the_rng(F&& f) {
+  auto generator = at::globalContext().defaultGenerator(at::kCPU);
+  const auto state = generator.get_state();
+  f();
+  generator.set_state(state);
+}
+
+std::vector<std::string> names(const std::vector<fs::path>& folders) {
+  std::vector<std::string> out;
+  for (const auto& f : folders) out.push_back(f.filename().string());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("CRC32C gives the Castagnoli check values in hardware and in software") {
+  using tt::detail::crc32c;
+  CHECK(crc32c("123456789", 9) == 0xE3069283u);
+  const std::string zeros(32, '\0'), ones(32, '\xff');
+  CHECK(crc32c(zeros.data(), zeros.size()) == 0x8A9136AAu);  // RFC 3720 B.4
+  CHECK(crc32c(ones.data(), ones.size()) == 0x62A8AB43u);
+  CHECK(crc32c(nullptr, 0) == 0u);
+  CHECK(tt::detail::masked_crc32c(0) == 0xA282EAD8u);
+  CHECK(tt::detail::masked_crc32c(0xE3069283u) == (((0xE3069283u >> 15) | (0xE3069283u << 17)) + 0xA282EAD8u));
+
+  std::mt19937 gen(3);
+  std::vector<unsigned char> bytes(5000);
+  for (auto& b : bytes) b = static_cast<unsigned char>(gen());
+  for (std::size_t offset : {0, 1, 5, 7})
+    for (std::size_t size : {0, 1, 7, 8, 9, 63, 64, 65, 4000}) {
+      const unsigned char* p = bytes.data() + offset;
+      const auto whole = crc32c(p, size);
+      CHECK(whole == ~tt::detail::crc32c_impl::software(~0u, p, size));
+      CHECK(whole == crc32c(p + size / 3, size - size / 3, crc32c(p, size / 3)));
+    }
+
+  TempDir dir("crc");
+  tt_test::write_file(dir / "data", std::string(bytes.begin(), bytes.end()));
+  const auto sum = tt::detail::crc32c_of_file((dir / "data").string());
+  CHECK(sum.size == bytes.size());
+  CHECK(sum.crc32c == crc32c(bytes.data(), bytes.size()));
+  CHECK_THROWS_AS(tt::detail::crc32c_of_file((dir / "missing").string()), tt::FileFormatError);
+}
+
+TEST_CASE("every checkpoint has a manifest listing each file with its size and CRC32C") {
+  TempDir dir("manifest");
+  train_three_checkpoints(dir.str());
+  const fs::path folder = dir / "checkpoint-4";
+  const auto manifest = tt::CheckpointManifest::read(folder / "manifest.json");
+  CHECK(manifest.format_version == 1);
+  CHECK(manifest.global_step == 4);
+  CHECK(manifest.torchtrain_version == TORCHTRAIN_VERSION);
+  CHECK(manifest.torch_version == TORCH_VERSION);
+  std::set<std::string> listed;
+  for (const auto& f : manifest.files) {
+    listed.insert(f.name);
+    const auto sum = tt::detail::crc32c_of_file((folder / f.name).string());
+    CHECK(f.size == sum.size);
+    CHECK(f.crc32c == sum.crc32c);
+  }
+  CHECK(listed == std::set<std::string>{"loop_state.json", "model.pt", "optimizer.pt", "rng_state.pt",
+                                        "scheduler.json", "trainer_state.json", "training_args.json"});
+  CHECK_FALSE(manifest.verify(folder).has_value());
+  CHECK_FALSE(tt::checkpoint::invalid_reason(folder).has_value());
+  // The RNG file holds the CPU generator's state and one per CUDA device.
+  std::vector<torch::Tensor> rng;
+  torch::load(rng, (folder / "rng_state.pt").string());
+  CHECK(rng.size() == 1 + torch::cuda::device_count());
+  // Nothing is left of the staging folders.
+  for (const auto& entry : fs::directory_iterator(dir.path()))
+    CHECK(entry.path().filename().string().rfind(".tmp-", 0) == std::string::npos);
+}
+
+TEST_CASE("a malformed manifest is a FileFormatError naming the file and the problem") {
+  TempDir dir("badmanifest");
+  const auto path = dir / "manifest.json";
+  const std::string good_files = R"({"model.pt": {"size": 3, "crc32c": "0a0b0c0d"}})";
+  auto manifest_with = [&](const std::string& format, const std::string& files) {
+    return R"({"format_version": )" + format +
+           R"(, "torchtrain_version": "0.1.0", "torch_version": "1.13.1", "global_step": 2, "files": )" + files + "}";
+  };
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"{\"format_version\": 1, ", "not valid JSON"},
+      {"[1, 2]", "expected a JSON object"},
+      {manifest_with("2", good_files), "format_version 2"},
+      {manifest_with("\"1\"", good_files), "format_version must be an integer"},
+      {R"({"format_version": 1, "torch_version": "1", "torchtrain_version": "1", "files": {}})", "'global_step' is missing"},
+      {manifest_with("1", "[]"), "files must be an object"},
+      {manifest_with("1", R"({"../model.pt": {"size": 3, "crc32c": "0a0b0c0d"}})"), "not a file name"},
+      {manifest_with("1", R"({"manifest.json": {"size": 3, "crc32c": "0a0b0c0d"}})"), "not a file name"},
+      {manifest_with("1", R"({"model.pt": {"size": -3, "crc32c": "0a0b0c0d"}})"), "size must be an integer >= 0"},
+      {manifest_with("1", R"({"model.pt": {"size": 3, "crc32c": "0a0b0c0g"}})"), "8 hex digits"},
+      {manifest_with("1", R"({"model.pt": {"size": 3, "crc32c": 168496141}})"), "8 hex digits"},
+      {manifest_with("1", R"({"model.pt": 3})"), "expected {\"size\""},
+  };
+  for (const auto& [text, problem] : cases) {
+    INFO(text);
+    tt_test::write_file(path, text);
+    const auto message = thrown<tt::FileFormatError>([&] { tt::CheckpointManifest::read(path); });
+    CHECK_THAT(message, Catch::Contains(path.string()) && Catch::Contains(problem));
+  }
+  tt_test::write_file(path, manifest_with("1", good_files));
+  CHECK(tt::CheckpointManifest::read(path).files.at(0).crc32c == 0x0a0b0c0du);
+}
+
+TEST_CASE("resume skips a corrupt newest checkpoint, names it and says why") {
+  TempDir golden("golden");
+  const auto uninterrupted = train_three_checkpoints(golden.str());
+
+  struct Corruption {
+    const char* name;
+    std::function<void(const fs::path&)> apply;
+    const char* reason;
+  };
+  const std::vector<Corruption> corruptions{
+      {"truncated model.pt",
+       [](const fs::path& c) { fs::resize_file(c / "model.pt", fs::file_size(c / "model.pt") / 2); },
+       "model.pt is "},
+      {"flipped byte in optimizer.pt",
+       [](const fs::path& c) {
+         auto bytes = tt_test::read_file(c / "optimizer.pt");
+         bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x10);
+         tt_test::write_file(c / "optimizer.pt", bytes);
+       },
+       "optimizer.pt has CRC32C"},
+      {"missing manifest", [](const fs::path& c) { fs::remove(c / "manifest.json"); }, "has no manifest.json"},
+      {"garbage trainer_state.json", [](const fs::path& c) { tt_test::write_file(c / "trainer_state.json", "{\"glob"); },
+       "trainer_state.json is 6 bytes, the manifest says"},
+      {"garbage trainer_state.json, manifest recomputed",
+       [](const fs::path& c) {
+         tt_test::write_file(c / "trainer_state.json", "{\"glob");
+         rewrite_manifest(c);
+       },
+       "trainer_state.json cannot be read"},
+      {"extra file", [](const fs::path& c) { tt_test::write_file(c / "notes.txt", "hi"); },
+       "it holds notes.txt, which its manifest does not list"},
+      {"missing file", [](const fs::path& c) { fs::remove(c / "scheduler.json"); }, "scheduler.json is missing"},
+      {"garbage manifest", [](const fs::path& c) { tt_test::write_file(c / "manifest.json", "{"); },
+       "its manifest is malformed"},
+  };
+  for (const auto& corruption : corruptions) {
+    SECTION(corruption.name) {
+      TempDir dir("corrupt");
+      fs::copy(golden.path(), dir.path(), fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+      corruption.apply(dir / "checkpoint-6");
+      const auto why = tt::checkpoint::invalid_reason(dir / "checkpoint-6");
+      REQUIRE(why.has_value());
+      CHECK_THAT(*why, Catch::Contains(corruption.reason));
+
+      tt_test::WarningCapture warnings;
+      tt::Trainer resumed(Mlp(), checkpointing_args(dir.str()), Blobs(16, 1));
+      resumed.pop_callback<tt::PrinterCallback>();
+      auto start = resumed.add_callback<StartStep>();
+      resumed.train(true);
+      CHECK(start->step == 4);
+      CHECK(warnings.contains("Skipping checkpoint " + (dir / "checkpoint-6").string() + " because " + *why));
+      auto weights = resumed.model->parameters();
+      REQUIRE(weights.size() == uninterrupted.size());
+      for (std::size_t i = 0; i < weights.size(); ++i) CHECK(torch::equal(weights[i], uninterrupted[i]));
+      // The new run's own save replaced the corrupt checkpoint with a valid one.
+      CHECK_FALSE(tt::checkpoint::invalid_reason(dir / "checkpoint-6").has_value());
+    }
+  }
+}
+
+TEST_CASE("resuming from an explicit invalid checkpoint is a CheckpointError with the reason") {
+  TempDir dir("explicit");
+  train_three_checkpoints(dir.str());
+  auto bytes = tt_test::read_file(dir / "checkpoint-4/model.pt");
+  bytes[bytes.size() - 100] = static_cast<char>(bytes[bytes.size() - 100] ^ 1);
+  tt_test::write_file(dir / "checkpoint-4/model.pt", bytes);
+  tt::Trainer trainer(Mlp(), checkpointing_args(dir.str()), Blobs(16, 1));
+  const auto message = thrown<tt::CheckpointError>([&] { trainer.train((dir / "checkpoint-4").string()); });
+  CHECK_THAT(message, Catch::Contains("checkpoint-4") && Catch::Contains("model.pt has CRC32C") &&
+                          Catch::Contains("the manifest says"));
+}
+
+namespace {
+
+// Everything a load may change, copied so that a failed load can be compared with it bit for bit.
+struct TrainingObjects {
+  std::vector<torch::Tensor> parameters, optimizer_state;
+  std::vector<double> learning_rates;
+  nlohmann::json scheduler;
+  torch::Tensor rng;
+
+  template <class T>
+  static TrainingObjects of(T& trainer) {
+    TrainingObjects o;
+    for (const auto& p : trainer.model->parameters()) o.parameters.push_back(p.detach().clone());
+    for (auto& group : trainer.optimizer->param_groups()) {
+      o.learning_rates.push_back(group.options().get_lr());
+      for (const auto& p : group.params()) {
+        const auto key = c10::guts::to_string(p.unsafeGetTensorImpl());
+        const auto& s = static_cast<torch::optim::AdamWParamState&>(*trainer.optimizer->state().at(key));
+        o.optimizer_state.push_back(s.exp_avg().clone());
+        o.optimizer_state.push_back(s.exp_avg_sq().clone());
+        o.optimizer_state.push_back(torch::tensor(s.step()));
+      }
+    }
+    o.scheduler = trainer.lr_scheduler->state_dict();
+    o.rng = at::globalContext().defaultGenerator(at::kCPU).get_state();
+    return o;
+  }
+
+  void check_equal(const TrainingObjects& other) const {
+    REQUIRE(parameters.size() == other.parameters.size());
+    for (std::size_t i = 0; i < parameters.size(); ++i) CHECK(torch::equal(parameters[i], other.parameters[i]));
+    REQUIRE(optimizer_state.size() == other.optimizer_state.size());
+    for (std::size_t i = 0; i < optimizer_state.size(); ++i)
+      CHECK(torch::equal(optimizer_state[i], other.optimizer_state[i]));
+    CHECK(learning_rates == other.learning_rates);
+    CHECK(scheduler == other.scheduler);
+    CHECK(torch::equal(rng, other.rng));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a failed load leaves the model, optimizer, scheduler, RNG and callbacks exactly as they were") {
+  TempDir dir("failedload");
+  train_three_checkpoints(dir.str());
+  const fs::path folder = dir / "checkpoint-4";
+
+  // A trainer in the middle of its own run: trained weights, optimizer moments, a scheduler past step 0.
+  TempDir other("other");
+  auto args = checkpointing_args(other.str());
+  args.save_strategy = tt::SaveStrategy::no;
+  args.max_steps = 3;
+  torch::manual_seed(5);
+  tt::Trainer trainer(Mlp(), args, Blobs(16, 3));
+  trainer.pop_callback<tt::PrinterCallback>();
+  auto counter = trainer.add_callback<StepCounter>();
+  trainer.train();
+  REQUIRE(counter->steps == 3);
+  const auto before = TrainingObjects::of(trainer);
+  without_using_the_rng([&] {  // a load that stuck would show
+    Mlp saved;
+    torch::load(saved, (folder / "model.pt").string());
+    REQUIRE_FALSE(torch::equal(saved->fc1->weight, trainer.model->fc1->weight));
+  });
+  auto load = [&] {
+    return tt::checkpoint::load(folder, *trainer.model, trainer.optimizer.get(), trainer.lr_scheduler.get());
+  };
+
+  SECTION("model.pt of another architecture, caught before anything changes") {
+    without_using_the_rng([&] { torch::save(Mlp(8), (folder / "model.pt").string()); });
+    rewrite_manifest(folder);
+    CHECK_THAT(thrown<tt::CheckpointError>(load),
+               Catch::Contains("model.pt") && Catch::Contains("fc1.weight is Float[8, 4] in the file and Float[16, 4]"));
+  }
+  SECTION("scheduler.json that is not JSON") {
+    tt_test::write_file(folder / "scheduler.json", "{\"type\": ");
+    rewrite_manifest(folder);
+    CHECK_THAT(thrown<tt::CheckpointError>(load), Catch::Contains("scheduler.json"));
+  }
+  SECTION("scheduler.json of another schedule, found after the model and optimizer were loaded") {
+    auto state = nlohmann::json::parse(tt_test::read_file(folder / "scheduler.json"));
+    state["type"] = "cosine";
+    tt_test::write_file(folder / "scheduler.json", state.dump());
+    rewrite_manifest(folder);
+    CHECK_THAT(thrown<tt::CheckpointError>(load),
+               Catch::Contains("scheduler.json") && Catch::Contains("are as they were"));
+  }
+  SECTION("optimizer.pt of an optimizer with other parameter groups, found after the model was loaded") {
+    without_using_the_rng([&] {
+      auto model = Mlp();
+      torch::optim::AdamW single(model->parameters());
+      torch::save(single, (folder / "optimizer.pt").string());
+    });
+    rewrite_manifest(folder);
+    CHECK_THAT(thrown<tt::CheckpointError>(load),
+               Catch::Contains("optimizer.pt") && Catch::Contains("parameter groups"));
+  }
+  SECTION("an RNG state of the wrong size, found last") {
+    torch::save(std::vector<torch::Tensor>{torch::zeros({3}, torch::kByte)}, (folder / "rng_state.pt").string());
+    rewrite_manifest(folder);
+    CHECK_THAT(thrown<tt::CheckpointError>(load), Catch::Contains("rng_state.pt"));
+  }
+  SECTION("a callback that rejects its saved state, through train()") {
+    auto saved = nlohmann::json::parse(tt_test::read_file(folder / "trainer_state.json"));
+    saved["stateful_callbacks"]["StepCounter"] = {{"args", nlohmann::json::object()},
+                                                  {"attributes", {{"steps", 999}}}};
+    saved["stateful_callbacks"]["TrainerControl"]["args"]["should_training_stop"] = true;
+    trainer.args.restore_callback_states_from_checkpoint = true;
+    tt_test::write_file(folder / "trainer_state.json", saved.dump(2));
+    rewrite_manifest(folder);
+    const auto control_before = trainer.control;
+    const auto rng_before = at::globalContext().defaultGenerator(at::kCPU).get_state();
+    CHECK_THAT(thrown<tt::CheckpointError>([&] { trainer.train(folder.string()); }),
+               Catch::Contains("steps 999") && Catch::Contains("callback states"));
+    CHECK(counter->steps == 3);
+    CHECK(trainer.control == control_before);
+    // train() seeds the RNG before it resumes; the failed load put back that seeded state.
+    auto after = TrainingObjects::of(trainer);
+    CHECK(torch::equal(after.rng, at::globalContext().defaultGenerator(at::kCPU).get_state()));
+    after.rng = before.rng;
+    before.check_equal(after);
+    return;
+  }
+  CHECK(counter->steps == 3);
+  TrainingObjects::of(trainer).check_equal(before);
+  // The same trainer then loads a valid checkpoint without trouble.
+  CHECK_NOTHROW(tt::checkpoint::load(dir / "checkpoint-6", *trainer.model, trainer.optimizer.get(),
+                                     trainer.lr_scheduler.get()));
+}
+
+TEST_CASE("an RNG file for another number of CUDA devices loads with a warning") {
+  TempDir dir("cudarng");
+  train_three_checkpoints(dir.str());
+  const fs::path folder = dir / "checkpoint-4";
+  std::vector<torch::Tensor> rng;
+  torch::load(rng, (folder / "rng_state.pt").string());
+  const auto cpu_state = rng.front().clone();
+  for (std::size_t i = rng.size(); i < 3 + torch::cuda::device_count(); ++i) rng.push_back(rng.front().clone());
+  torch::save(rng, (folder / "rng_state.pt").string());
+  rewrite_manifest(folder);
+  Mlp model;
+  tt_test::WarningCapture warnings;
+  tt::checkpoint::load(folder, *model, nullptr, nullptr);
+  CHECK(warnings.contains("holds the random state of " + std::to_string(rng.size() - 1) + " CUDA device(s)"));
+  CHECK(torch::equal(at::globalContext().defaultGenerator(at::kCPU).get_state(), cpu_state));
+}
+
+namespace {
+
+// After the first checkpoint, files may grow to 100 bytes at most: the next save runs out of room.
+struct FillDiskAfterFirstSave : tt::TrainerCallback {
+  void on_save(const Args&, const State&, Control&, const Context&) override {
+    const rlimit limit{100, 100};
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a save that runs out of disk names the file and leaves the earlier checkpoints and user files") {
+  TempDir dir("fulldisk");
+  tt_test::write_file(dir / "notes.txt", "the user's own file");
+  fs::create_directories(dir / "data");
+  tt_test::write_file(dir / "data/train.csv", "1,0\n");
+  int pipe_fds[2];
+  REQUIRE(::pipe(pipe_fds) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {  // the child trains and reports what train() threw through the pipe and its exit code
+    ::close(pipe_fds[0]);
+    ::alarm(120);  // a hung child fails the test instead of hanging it
+    std::signal(SIGXFSZ, SIG_IGN);  // a write past the limit then fails with EFBIG instead of killing us
+    torch::set_num_threads(1);
+    std::string report = "train() returned";
+    int code = 3;
+    try {
+      tt::Trainer trainer(Mlp(), checkpointing_args(dir.str()), Blobs(16, 1));
+      trainer.pop_callback<tt::PrinterCallback>();
+      trainer.add_callback<FillDiskAfterFirstSave>();
+      trainer.train();
+    } catch (const tt::CheckpointError& e) {
+      report = e.what();
+      code = 0;
+    } catch (const std::exception& e) {
+      report = std::string("not a CheckpointError: ") + e.what();
+      code = 2;
+    }
+    const ssize_t written = ::write(pipe_fds[1], report.data(), report.size());
+    ::_exit(written == static_cast<ssize_t>(report.size()) ? code : 4);
+  }
+  ::close(pipe_fds[1]);
+  std::string report;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof buffer)) > 0;) report.append(buffer, static_cast<std::size_t>(n));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  INFO(report);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_THAT(report, Catch::Contains("cannot save checkpoint " + (dir / "checkpoint-4").string()) &&
+                         Catch::Contains("model.pt: cannot write the file: File too large") &&
+                         Catch::Contains("raise the file size limit"));
+
+  CHECK_FALSE(tt::checkpoint::invalid_reason(dir / "checkpoint-2").has_value());
+  CHECK_FALSE(fs::exists(dir / "checkpoint-4"));
+  CHECK_FALSE(fs::exists(dir / ".tmp-checkpoint-4"));
+  std::set<std::string> left;
+  for (const auto& entry : fs::directory_iterator(dir.path())) left.insert(entry.path().filename().string());
+  CHECK(left == std::set<std::string>{"checkpoint-2", "data", "notes.txt"});
+  CHECK(tt_test::read_file(dir / "notes.txt") == "the user's own file");
+  CHECK(tt_test::read_file(dir / "data/train.csv") == "1,0\n");
+}
+
+TEST_CASE("rotation deletes the oldest checkpoints by step number, whatever their modification times") {
+  TempDir dir("rotate");
+  auto args = checkpointing_args(dir.str());
+  args.max_steps = 4;
+  args.save_total_limit = 2;
+  {
+    tt::Trainer first(Mlp(), args, Blobs(16, 1));
+    first.pop_callback<tt::PrinterCallback>();
+    first.train();
+  }
+  REQUIRE(names(tt::checkpoint::sorted_checkpoints(dir.path())) == std::vector<std::string>{"checkpoint-2", "checkpoint-4"});
+  // checkpoint-2 now looks newer than checkpoint-4; REF's mtime order would delete checkpoint-4.
+  const auto now = fs::file_time_type::clock::now();
+  fs::last_write_time(dir / "checkpoint-2", now + std::chrono::hours(1));
+  fs::last_write_time(dir / "checkpoint-4", now - std::chrono::hours(1));
+  tt_test::write_file(dir / "checkpoint-notes", "not a checkpoint");
+  args.max_steps = 6;
+  tt::Trainer resumed(Mlp(), args, Blobs(16, 1));
+  resumed.pop_callback<tt::PrinterCallback>();
+  resumed.train(true);
+  CHECK(names(tt::checkpoint::sorted_checkpoints(dir.path())) == std::vector<std::string>{"checkpoint-4", "checkpoint-6"});
+  CHECK(fs::exists(dir / "checkpoint-notes"));
+}
+
+TEST_CASE("rotation keeps the best checkpoint in addition to the newest ones (REF 8.3 bubble rule)") {
+  auto rotated = [](int64_t limit, std::optional<int> best, std::vector<int> steps) {
+    TempDir dir("bubble");
+    for (int s : steps) fs::create_directories(dir / ("checkpoint-" + std::to_string(s)));
+    std::optional<std::string> best_path;
+    if (best) best_path = (dir / ("checkpoint-" + std::to_string(*best))).string();
+    tt::checkpoint::rotate(dir.path(), limit, best_path);
+    return names(tt::checkpoint::sorted_checkpoints(dir.path()));
+  };
+  using V = std::vector<std::string>;
+  CHECK(rotated(2, std::nullopt, {2, 10, 4, 8}) == V{"checkpoint-8", "checkpoint-10"});
+  CHECK(rotated(2, 2, {2, 4, 6, 8}) == V{"checkpoint-2", "checkpoint-8"});
+  CHECK(rotated(3, 4, {2, 4, 6, 8, 10}) == V{"checkpoint-4", "checkpoint-8", "checkpoint-10"});
+  CHECK(rotated(2, 8, {2, 4, 6, 8}) == V{"checkpoint-6", "checkpoint-8"});  // the best is the newest
+  CHECK(rotated(2, 6, {2, 4, 6, 8}) == V{"checkpoint-6", "checkpoint-8"});
+  CHECK(rotated(1, 4, {2, 4, 6}) == V{"checkpoint-4", "checkpoint-6"});  // limit 1 keeps best and last
+  CHECK(rotated(1, 6, {2, 4, 6}) == V{"checkpoint-6"});
+  CHECK(rotated(0, std::nullopt, {2, 4, 6}) == V{"checkpoint-2", "checkpoint-4", "checkpoint-6"});
+}
+
+TEST_CASE("save_total_limit 1 with load_best_model_at_end keeps best and last while training, then only best") {
+  TempDir dir("limit1");
+  auto args = checkpointing_args(dir.str());
+  args.max_steps = 4;
+  args.save_steps = 1;
+  args.eval_strategy = tt::IntervalStrategy::steps;
+  args.eval_steps = 1;
+  args.save_total_limit = 1;
+  args.load_best_model_at_end = true;
+  args.metric_for_best_model = "score";
+  args.greater_is_better = true;
+
+  struct Folders : tt::TrainerCallback {
+    fs::path dir;
+    std::vector<std::vector<std::string>> after_each_save;
+    void on_save(const Args&, const State&, Control&, const Context&) override {
+      after_each_save.push_back(names(tt::checkpoint::sorted_checkpoints(dir)));
+    }
+  };
+  tt::Trainer trainer(Mlp(), args, Blobs(16, 1), Blobs(8, 2));
+  trainer.pop_callback<tt::PrinterCallback>();
+  const std::vector<double> scores{0.5, 0.9, 0.7, 0.6};  // the best is step 2
+  std::size_t evaluation = 0;
+  trainer.compute_metrics = [&](const tt::EvalPrediction&) {
+    tt::Metrics m;
+    m["score"] = scores.at(evaluation++);
+    return m;
+  };
+  auto folders = trainer.add_callback<Folders>();
+  folders->dir = dir.path();
+  trainer.train();
+  using V = std::vector<std::string>;
+  REQUIRE(folders->after_each_save.size() == 4);
+  CHECK(folders->after_each_save[0] == V{"checkpoint-1"});
+  CHECK(folders->after_each_save[1] == V{"checkpoint-2"});
+  CHECK(folders->after_each_save[2] == V{"checkpoint-2", "checkpoint-3"});
+  CHECK(folders->after_each_save[3] == V{"checkpoint-2", "checkpoint-4"});
+  CHECK(names(tt::checkpoint::sorted_checkpoints(dir.path())) == V{"checkpoint-2"});
+  CHECK(trainer.state.best_model_checkpoint == (dir / "checkpoint-2").string());
+  Mlp best;
+  tt::checkpoint::load_module(*best, dir / "checkpoint-2/model.pt");
+  CHECK(torch::equal(best->fc1->weight, trainer.model->fc1->weight));
+}
