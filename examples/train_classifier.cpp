@@ -5,7 +5,12 @@
 //   train_classifier --train_file train.csv --eval_file test.csv --hidden_size 128
 //   train_classifier --output_dir out --resume_from_checkpoint true
 //
-// Exit status: 0 on success, 2 for bad input (a flag, a file, an argument set), 1 for anything else.
+// The final weights go to <output_dir>/model.pt. SIGTERM or SIGINT during training saves a checkpoint at the
+// next step and exits; run again with --resume_from_checkpoint true to continue exactly where it stopped.
+//
+// Exit status: 0 on success, 2 for bad input (a flag, a file, an argument set), 1 for anything else, and
+// 128 + the signal after such a preemption checkpoint (143 for SIGTERM, 130 for SIGINT), as a shell reports a
+// process killed by that signal, so job schedulers treat it as preempted.
 #include <cstdint>
 #include <iostream>
 #include <optional>
@@ -101,6 +106,12 @@ int run(int argc, char** argv) {
   if (!o.trace_events.empty()) trainer.add_callback<tt::EventTraceCallback>(o.trace_events);
 
   auto result = trainer.train(tt::ResumeFrom::parse(o.resume_from_checkpoint));
+  if (result.preempted_by) {
+    std::cerr << "train_classifier: stopped by signal " << result.preempted_by << " after saving checkpoint-"
+              << result.global_step << "; continue with --resume_from_checkpoint true\n";
+    return 128 + result.preempted_by;
+  }
+  trainer.save_model();
   trainer.save_metrics("train", result.metrics);
   trainer.save_state();
   auto metrics = trainer.evaluate();

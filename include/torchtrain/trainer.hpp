@@ -35,6 +35,7 @@
 #include "torchtrain/detail/warn.hpp"
 #include "torchtrain/lr_scheduler.hpp"
 #include "torchtrain/optimizer.hpp"
+#include "torchtrain/preemption.hpp"
 #include "torchtrain/trainer_outputs.hpp"
 
 namespace torchtrain {
@@ -131,6 +132,10 @@ class Trainer {
   /// Optional: created by train() when null (AdamW + the schedule of args.lr_scheduler_type).
   std::shared_ptr<torch::optim::Optimizer> optimizer;
   std::shared_ptr<LRScheduler> lr_scheduler;
+  /// While train() runs, SIGTERM and SIGINT make it write a checkpoint at the next step boundary and return
+  /// early with TrainOutput::preempted_by set; a second signal ends the process at once (see PreemptionGuard).
+  /// Set false to leave those signals to the program.
+  bool handle_preemption_signals = true;
 
   TrainerState state;
   TrainerControl control;
@@ -155,8 +160,11 @@ class Trainer {
   /// field's type; an unknown name is an error) and marks the state as a hyper-parameter search trial.
   TrainOutput train(ResumeFrom resume_from_checkpoint = {}, const Trial& trial = {},
                     std::vector<std::string> ignore_keys_for_eval = {}) {
+    std::optional<PreemptionGuard> preemption;
+    if (handle_preemption_signals) preemption.emplace();
     try {
-      return train_impl(std::move(resume_from_checkpoint), trial, std::move(ignore_keys_for_eval));
+      return train_impl(std::move(resume_from_checkpoint), trial, std::move(ignore_keys_for_eval),
+                        preemption ? &*preemption : nullptr);
     } catch (...) {
       context_.exception = std::current_exception();
       handler_.on_exception(args, state, control, context_);
@@ -268,7 +276,8 @@ class Trainer {
     state.trial_params = nlohmann::json(trial);
   }
 
-  TrainOutput train_impl(ResumeFrom resume, const Trial& trial, std::vector<std::string> ignore_keys_for_eval) {
+  TrainOutput train_impl(ResumeFrom resume, const Trial& trial, std::vector<std::string> ignore_keys_for_eval,
+                         const PreemptionGuard* preemption) {
     if (!train_dataset_) throw ArgumentError("train: the Trainer has no train dataset");
     TrainerState fresh;
     state = std::move(fresh);
@@ -319,6 +328,7 @@ class Trainer {
     std::int64_t epochs_trained = 0, steps_trained_in_current_epoch = 0;
     detail::LossTracker losses(args.logging_nan_inf_filter);
     bool stopped_before = false;
+    nlohmann::json resumed_loop;
     if (resume) {
       const auto folder = checkpoint::resolve(resume.latest(), resume.path(), args.output_dir);
       // All or nothing: if the callbacks reject their states, the model and optimizer are put back too.
@@ -333,6 +343,7 @@ class Trainer {
       const bool ended_its_run = saved.global_step >= saved.max_steps;
       stopped_before = control.should_training_stop && !(ended_its_run && state.global_step < max_steps);
       losses.restore(loaded.loop_state);
+      resumed_loop = loaded.loop_state;
       epochs_trained = state.global_step / updates_per_epoch;
       if (!args.ignore_data_skip) steps_trained_in_current_epoch = (state.global_step % updates_per_epoch) * ga;
     }
@@ -346,22 +357,39 @@ class Trainer {
     train_info_ = {loader.num_batches(), loader.num_examples(), micro_batch_size};
     context_.train_dataloader = &train_info_;
     last_logged_step_ = state.global_step;
+    last_saved_step_ = -1;
+    last_grad_norm_ = torch::Tensor();
+    last_learning_rate_ = 0.0;
+    bool epoch_end_pending = false;
+    if (resumed_loop.is_object()) {  // see save_checkpoint
+      last_logged_step_ = resumed_loop.value("last_logged_step", last_logged_step_);
+      last_learning_rate_ = resumed_loop.value("learning_rate", 0.0);
+      if (resumed_loop.contains("grad_norm")) last_grad_norm_ = torch::tensor(resumed_loop["grad_norm"].get<double>());
+      // ...unless a longer run now continues in the middle of that epoch.
+      epoch_end_pending = resumed_loop.value("epoch_end_pending", false) &&
+                          (state.global_step % updates_per_epoch == 0 || stopped_before);
+    }
     ignore_keys_for_eval_ = std::move(ignore_keys_for_eval);
 
     model->train();
     const auto started = std::chrono::steady_clock::now();
     handler_.on_train_begin(args, state, control, context_);
     if (stopped_before) control.should_training_stop = true;  // a run that had stopped stays stopped
-    if (args.eval_on_start && !stopped_before) evaluate_during_training(/*track_best=*/false);
+    if (args.eval_on_start && !resume) evaluate_during_training(/*track_best=*/false);  // not again on resume
 
     const data::EpochSampler sampler(loader.num_examples(), args.data_seed.value_or(args.seed));
     const bool clip = args.max_grad_norm > 0;
-    torch::Tensor last_grad_norm;
-    double last_learning_rate = 0.0;
     const std::int64_t steps_in_epoch = len_dataloader;
+    int preempted_by = 0;
+    if (epoch_end_pending) {  // the checkpoint was written at its epoch's last step, before the epoch's end
+      control.should_save = false;  // that save was the checkpoint itself
+      handler_.on_epoch_end(args, state, control, context_);
+      maybe_log_save_evaluate(losses, Boundary::epoch_end);
+      preempted_by = save_if_preempted(preemption, losses, Boundary::epoch_end);
+    }
 
     for (std::int64_t epoch = epochs_trained; epoch < num_train_epochs && !control.should_training_stop &&
-                                              state.global_step < max_steps;
+                                              state.global_step < max_steps && !preempted_by;
          ++epoch) {
       const std::int64_t first_step = epoch == epochs_trained ? steps_trained_in_current_epoch : 0;
       loader.start_epoch(sampler.indices(epoch), static_cast<std::size_t>(first_step));
@@ -384,25 +412,31 @@ class Trainer {
         if (!sync) {
           handler_.on_substep_end(args, state, control, context_);
         } else {
-          if (clip) last_grad_norm = detail::clip_grad_norm(optimizer->param_groups(), args.max_grad_norm);
+          if (clip) last_grad_norm_ = detail::clip_grad_norm(optimizer->param_groups(), args.max_grad_norm);
           handler_.on_pre_optimizer_step(args, state, control, context_);
           optimizer->step();
           handler_.on_optimizer_step(args, state, control, context_);
-          last_learning_rate = lr_scheduler->get_last_lr().front();
+          last_learning_rate_ = lr_scheduler->get_last_lr().front();
           if (!lr_scheduler->steps_on_metric()) lr_scheduler->step();
           optimizer->zero_grad();
           ++state.global_step;
           state.epoch = static_cast<double>(epoch) + static_cast<double>(step + 1) / static_cast<double>(steps_in_epoch);
           handler_.on_step_end(args, state, control, context_);
-          maybe_log_save_evaluate(losses, last_grad_norm, last_learning_rate);
+          const Boundary where = step + 1 == steps_in_epoch ? Boundary::last_step_of_epoch : Boundary::step;
+          maybe_log_save_evaluate(losses, where);
+          preempted_by = save_if_preempted(preemption, losses, where);
         }
-        if (control.should_epoch_stop || control.should_training_stop) break;
+        if (preempted_by || control.should_epoch_stop || control.should_training_stop) break;
       }
+      if (preempted_by) break;  // the checkpoint runs this epoch's end after the resume
       handler_.on_epoch_end(args, state, control, context_);
-      maybe_log_save_evaluate(losses, last_grad_norm, last_learning_rate);
+      maybe_log_save_evaluate(losses, Boundary::epoch_end);
+      preempted_by = save_if_preempted(preemption, losses, Boundary::epoch_end);
     }
+    if (!preempted_by) preempted_by = save_if_preempted(preemption, losses, Boundary::epoch_end);  // a late signal
 
-    if (args.load_best_model_at_end && state.best_model_checkpoint) load_best_model();
+    // A preempted run is not at its end: the best model is loaded, and the others deleted, when it finishes.
+    if (args.load_best_model_at_end && state.best_model_checkpoint && !preempted_by) load_best_model();
 
     const double runtime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     const double train_loss = losses.total() / std::max<double>(static_cast<double>(state.global_step), 0.001);
@@ -416,10 +450,10 @@ class Trainer {
     Metrics metrics = state.log_history.back();
     metrics.erase("step");
 
-    if (state.is_world_process_zero && state.best_model_checkpoint && args.save_total_limit == 1)
+    if (!preempted_by && state.is_world_process_zero && state.best_model_checkpoint && args.save_total_limit == 1)
       checkpoint::delete_all_but_best(args.output_dir, *state.best_model_checkpoint);
     handler_.on_train_end(args, state, control, context_);
-    return {state.global_step, train_loss, metrics};
+    return {state.global_step, train_loss, metrics, preempted_by};
   }
 
   void warn_if_intervals_changed(const TrainerState& saved, std::int64_t max_steps) const {
@@ -441,21 +475,39 @@ class Trainer {
                    "); the current arguments are used.");
   }
 
-  void maybe_log_save_evaluate(detail::LossTracker& losses, const torch::Tensor& grad_norm, double learning_rate) {
+  // Where the loop stands when it may log, evaluate or save; a checkpoint saved at a step after which
+  // on_epoch_end follows (the epoch's last step, or a stop) has that epoch end run after a resume.
+  enum class Boundary { step, last_step_of_epoch, epoch_end };
+
+  void maybe_log_save_evaluate(detail::LossTracker& losses, Boundary where) {
     if (control.should_log && state.global_step > last_logged_step_) {
       const double interval_loss = losses.take_interval();  // the one host-device sync, at logging steps only
       LogEntry logs;
       logs["loss"] = detail::round_to(interval_loss / static_cast<double>(state.global_step - last_logged_step_), 4);
-      if (grad_norm.defined()) logs["grad_norm"] = grad_norm.item<double>();
-      logs["learning_rate"] = learning_rate;
+      if (last_grad_norm_.defined()) logs["grad_norm"] = last_grad_norm_.item<double>();
+      logs["learning_rate"] = last_learning_rate_;
       last_logged_step_ = state.global_step;
       log(std::move(logs));
     }
     if (control.should_evaluate) evaluate_during_training(/*track_best=*/true);
     if (control.should_save) {
-      save_checkpoint(losses);
+      save_checkpoint(losses, where);
       handler_.on_save(args, state, control, context_);
     }
+  }
+
+  // After SIGTERM/SIGINT: a checkpoint at this step boundary, written whatever save_strategy says because losing
+  // the run costs more than one checkpoint, then on_save with should_training_stop set. Returns the signal, or 0.
+  int save_if_preempted(const PreemptionGuard* preemption, detail::LossTracker& losses, Boundary where) {
+    const int signal = preemption ? preemption->signal() : 0;
+    if (signal == 0) return 0;
+    if (last_saved_step_ != state.global_step) {
+      save_checkpoint(losses, where);
+      control.should_training_stop = true;
+      handler_.on_save(args, state, control, context_);
+    }
+    control.should_training_stop = true;
+    return signal;
   }
 
   void evaluate_during_training(bool track_best) {
@@ -493,7 +545,7 @@ class Trainer {
     return false;
   }
 
-  void save_checkpoint(detail::LossTracker& losses) {
+  void save_checkpoint(detail::LossTracker& losses, Boundary where) {
     const auto folder = std::filesystem::path(args.output_dir) / ("checkpoint-" + std::to_string(state.global_step));
     if (state.best_global_step) {
       const auto best = std::filesystem::path(args.output_dir) / ("checkpoint-" + std::to_string(*state.best_global_step));
@@ -506,8 +558,17 @@ class Trainer {
     callback_states.emplace_back("TrainerControl", control.state());
     state.set_stateful_callback_states(callback_states);
     if (!state.is_world_process_zero) return;
+    // Beyond the loss sums, what an exact continuation needs: the logging window (the next logged loss is
+    // averaged since last_logged_step), what an epoch-end log reports, and whether on_epoch_end is still due.
+    nlohmann::json loop = losses.state();
+    loop["last_logged_step"] = last_logged_step_;
+    loop["learning_rate"] = last_learning_rate_;
+    if (last_grad_norm_.defined()) loop["grad_norm"] = last_grad_norm_.item<double>();
+    loop["epoch_end_pending"] =
+        where == Boundary::last_step_of_epoch || (where == Boundary::step && control.should_training_stop);
     checkpoint::save(folder, args, state, *model, args.save_only_model ? nullptr : optimizer.get(),
-                     args.save_only_model ? nullptr : lr_scheduler.get(), losses.state());
+                     args.save_only_model ? nullptr : lr_scheduler.get(), loop);
+    last_saved_step_ = state.global_step;
     checkpoint::rotate(args.output_dir, args.save_total_limit, state.best_model_checkpoint);
   }
 
@@ -623,6 +684,9 @@ class Trainer {
   DataLoaderInfo train_info_, eval_info_;
   torch::Device device_{torch::kCPU};
   std::int64_t last_logged_step_ = 0;
+  std::int64_t last_saved_step_ = -1;  // a preemption does not save this step twice
+  torch::Tensor last_grad_norm_;       // of the latest optimizer step, for the next log
+  double last_learning_rate_ = 0.0;
   std::vector<std::string> ignore_keys_for_eval_;
 };
 

@@ -28,6 +28,8 @@ struct TrainOutput {
   std::int64_t global_step = 0;
   double training_loss = 0.0;
   Metrics metrics;
+  /// The signal (SIGTERM or SIGINT) that stopped training early after a checkpoint at global_step, or 0.
+  int preempted_by = 0;
 };
 
 struct PredictionOutput {

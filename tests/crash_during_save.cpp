@@ -1,0 +1,70 @@
+// A child process for the crash tests: trains a small classifier, saving every 4 steps, and kills itself with
+// SIGKILL in the middle of a save, right after the given number of files of the given checkpoint are written.
+//
+//   crash_during_save <output_dir> run                    train to the end
+//   crash_during_save <output_dir> kill <checkpoint> <n>  SIGKILL after file <n> of save number <checkpoint>
+//   crash_during_save <output_dir> resume                 resume from the newest valid checkpoint
+//
+// At the end it writes <output_dir>/model.pt and trainer_state.json.
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#include <torchtrain/torchtrain.hpp>
+
+namespace tt = torchtrain;
+
+namespace {
+
+struct NetImpl : torch::nn::Module {
+  torch::nn::Linear hidden{nullptr}, output{nullptr};
+  NetImpl() : hidden(register_module("hidden", torch::nn::Linear(8, 32))), output(register_module("output", torch::nn::Linear(32, 3))) {}
+  torch::Tensor forward(torch::Tensor x) { return output(torch::relu(hidden(x))); }
+};
+TORCH_MODULE(Net);
+
+tt::data::TensorDataset blobs(std::int64_t n, std::uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  const auto labels = torch::randint(0, 3, {n}, gen);
+  const auto centres = torch::eye(3, 8) * 3.0;
+  return {centres.index_select(0, labels) + torch::randn({n, 8}, gen), labels};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::cerr << "usage: crash_during_save <output_dir> run|kill <checkpoint> <files>|resume\n";
+    return 2;
+  }
+  const std::string mode = argv[2];
+  if (mode == "kill" && argc == 5) {
+    const int checkpoint = std::atoi(argv[3]), files = std::atoi(argv[4]);
+    tt::checkpoint::detail::set_after_file_written_hook(
+        [checkpoint, files, saves = 0, written = 0, folder = std::filesystem::path()](const std::filesystem::path& file) mutable {
+          if (file.parent_path() != folder) {
+            folder = file.parent_path();
+            ++saves;
+            written = 0;
+          }
+          if (saves == checkpoint && ++written == files) std::raise(SIGKILL);
+        });
+  }
+  tt::TrainingArguments args;
+  args.output_dir = argv[1];
+  args.disable_tqdm = true;
+  args.per_device_train_batch_size = 16;
+  args.num_train_epochs = 3;
+  args.learning_rate = 3e-3;
+  args.logging_steps = 3;
+  args.save_strategy = tt::SaveStrategy::steps;
+  args.save_steps = 4;
+  torch::manual_seed(1);
+  tt::Trainer trainer(Net(), args, blobs(160, 2));
+  trainer.train(mode == "resume" ? tt::ResumeFrom(true) : tt::ResumeFrom());
+  trainer.save_model();
+  trainer.save_state();
+  return 0;
+}
