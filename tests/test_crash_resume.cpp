@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -25,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 #include <torchtrain/checkpoint.hpp>
+#include <torchtrain/preemption.hpp>
 
 #include "support.hpp"
 
@@ -382,5 +384,52 @@ TEST_CASE("a process killed in the middle of a save resumes from the checkpoint 
     REQUIRE(expected.size() == actual.size());
     for (std::size_t i = 0; i + 1 < expected.size(); ++i) CHECK(expected[i].dump() == actual[i].dump());
     CHECK(expected.back()["train_loss"] == actual.back()["train_loss"]);
+  }
+}
+
+TEST_CASE("a resume from a checkpoint saved at an epoch's last step runs that epoch's end first") {
+  // 64 steps an epoch and a save every 16: checkpoint-64 is written before epoch 0's end, whose evaluation
+  // (eval_strategy epoch) follows it in the uninterrupted run.
+  const Setup s{"epoch end", kCommon + " --num_train_epochs 2 --logging_steps 5 --eval_strategy epoch"
+                                       " --save_strategy steps --save_steps 16"};
+  tt_test::TempDir reference("epoch-end-ref"), resumed("epoch-end");
+  run_to_end(s, reference.path(), false);
+  fs::copy(reference / "checkpoint-64", resumed / "checkpoint-64", fs::copy_options::recursive);
+  run_to_end(s, resumed.path(), true);
+  require_same_result(s, reference.path(), resumed.path());
+}
+
+namespace {
+
+std::atomic<int> previous_handler_calls{0};
+void previous_handler(int) { ++previous_handler_calls; }
+
+}  // namespace
+
+TEST_CASE("PreemptionGuard records SIGTERM and SIGINT, calls the previous handler, and restores it exactly") {
+  struct sigaction mine {}, before {}, installed {}, after {};
+  mine.sa_handler = &previous_handler;
+  sigemptyset(&mine.sa_mask);
+  REQUIRE(::sigaction(SIGTERM, &mine, &before) == 0);
+  REQUIRE(::sigaction(SIGTERM, nullptr, &installed) == 0);  // as the kernel holds it (the C library adds flags)
+  {
+    torchtrain::PreemptionGuard guard;
+    CHECK(guard.signal() == 0);
+    {
+      torchtrain::PreemptionGuard nested;  // a train() inside a train(): the outer guard keeps the handlers
+    }
+    ::raise(SIGTERM);
+    CHECK(guard.signal() == SIGTERM);
+    CHECK(previous_handler_calls == 1);
+  }
+  REQUIRE(::sigaction(SIGTERM, nullptr, &after) == 0);
+  CHECK(after.sa_handler == &previous_handler);
+  CHECK(after.sa_flags == installed.sa_flags);
+  ::raise(SIGTERM);  // the program's handler again, no longer ours
+  CHECK(previous_handler_calls == 2);
+  REQUIRE(::sigaction(SIGTERM, &before, nullptr) == 0);
+  {
+    torchtrain::PreemptionGuard guard;
+    CHECK(guard.signal() == 0);  // a new train() starts with no stop request
   }
 }
