@@ -501,12 +501,10 @@ class Trainer {
   int save_if_preempted(const PreemptionGuard* preemption, detail::LossTracker& losses, Boundary where) {
     const int signal = preemption ? preemption->signal() : 0;
     if (signal == 0) return 0;
-    if (last_saved_step_ != state.global_step) {
-      save_checkpoint(losses, where);
-      control.should_training_stop = true;
-      handler_.on_save(args, state, control, context_);
-    }
+    const bool save = last_saved_step_ != state.global_step;
+    if (save) save_checkpoint(losses, where);  // before the stop flag, which the checkpoint must not carry
     control.should_training_stop = true;
+    if (save) handler_.on_save(args, state, control, context_);
     return signal;
   }
 
