@@ -292,7 +292,7 @@ const Setup kPreempted{"preempted", kCommon + " --num_train_epochs 2 --gradient_
 
 }  // namespace
 
-TEST_CASE("SIGTERM saves a checkpoint at the next step and exits with 143; the resume ends where an uninterrupted run does") {
+TEST_CASE("SIGTERM saves a checkpoint at the next step and exits with 143, and the resume ends where an uninterrupted run does") {
   tt_test::TempDir reference("term-ref"), preempted("term");
   run_to_end(kPreempted, reference.path(), false);
   const auto total = LineCounter(reference / "trace.jsonl").count();
@@ -322,7 +322,7 @@ TEST_CASE("SIGTERM saves a checkpoint at the next step and exits with 143; the r
   require_same_result(kPreempted, reference.path(), preempted.path(), /*callback_states=*/false);
 }
 
-TEST_CASE("SIGINT saves a checkpoint and exits with 130; a second SIGTERM stops the process at once") {
+TEST_CASE("SIGINT saves a checkpoint and exits with 130, and a second SIGTERM stops the process at once") {
   tt_test::TempDir interrupted("int"), twice("twice");
   {
     LineCounter trace(interrupted / "trace.jsonl");
