@@ -71,6 +71,9 @@ struct TrainerState {
   void set_stateful_callback_states(const std::vector<std::pair<std::string, nlohmann::json>>& states_in_list_order);
   /// The saved states of `class_name`, in callback-list order; empty when there are none.
   std::vector<nlohmann::json> stateful_callback_states(const std::string& class_name) const;
+
+ private:
+  nlohmann::json fields_to_json() const;  // to_json() without log_history, which may be long
 };
 
 namespace detail {
@@ -163,7 +166,15 @@ nlohmann::json value_or_null(const std::optional<T>& value) {
 }  // namespace detail
 
 inline nlohmann::json TrainerState::to_json() const {
+  nlohmann::json j = fields_to_json();
+  nlohmann::json& history = j["log_history"] = nlohmann::json::array();
+  for (const LogEntry& entry : log_history) history.push_back(nlohmann::json(entry));
+  return j;
+}
+
+inline nlohmann::json TrainerState::fields_to_json() const {
   nlohmann::json j = unknown_fields.is_object() ? unknown_fields : nlohmann::json::object();
+  j.erase("log_history");
   j["epoch"] = detail::value_or_null(epoch);
   j["global_step"] = global_step;
   j["max_steps"] = max_steps;
@@ -174,8 +185,6 @@ inline nlohmann::json TrainerState::to_json() const {
   j["num_train_epochs"] = num_train_epochs;
   j["num_input_tokens_seen"] = num_input_tokens_seen;
   j["total_flos"] = total_flos;
-  nlohmann::json& history = j["log_history"] = nlohmann::json::array();
-  for (const LogEntry& entry : log_history) history.push_back(nlohmann::json(entry));
   j["best_metric"] = detail::value_or_null(best_metric);
   j["best_global_step"] = detail::value_or_null(best_global_step);
   j["best_model_checkpoint"] = detail::value_or_null(best_model_checkpoint);
@@ -245,7 +254,9 @@ inline TrainerState TrainerState::from_json(const nlohmann::json& json, const st
   return state;
 }
 
-inline std::string TrainerState::to_json_string() const { return detail::dump_python_json(to_json()); }
+inline std::string TrainerState::to_json_string() const {
+  return detail::dump_python_json_with_list(fields_to_json(), "log_history", log_history);
+}
 
 inline void TrainerState::save_to_json(const std::string& path) const {
   detail::write_text_file(path, to_json_string());

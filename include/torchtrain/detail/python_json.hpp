@@ -21,44 +21,64 @@
 
 namespace torchtrain::detail {
 
-/// Python's repr(float), with json's spelling of the non-finite values: shortest round-trip digits,
+/// Appends Python's repr(float), with json's spelling of the non-finite values: shortest round-trip digits,
 /// positional notation for exponents in [-4, 16) with ".0" on integral values, otherwise "1e+16" style.
-inline std::string python_float_repr(double value) {
-  if (std::isnan(value)) return "NaN";
-  if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
-
-  char buf[64];
-  const auto result = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::scientific);
-  const std::string_view sci(buf, static_cast<std::size_t>(result.ptr - buf));  // e.g. "-3.7500000000000003e-05"
-
-  const bool negative = sci.front() == '-';
-  const std::size_t e_pos = sci.find('e');
-  std::string digits;
-  for (char c : sci.substr(negative ? 1 : 0, e_pos - (negative ? 1 : 0)))
-    if (c != '.') digits += c;
+inline void append_python_float(std::string& out, double value) {
+  if (std::isnan(value)) {
+    out += "NaN";
+    return;
+  }
+  if (std::isinf(value)) {
+    out += value > 0 ? "Infinity" : "-Infinity";
+    return;
+  }
+  char sci[32];  // shortest round trip, e.g. "-3.7500000000000003e-05"
+  const char* const sci_end = std::to_chars(sci, sci + sizeof sci, value, std::chars_format::scientific).ptr;
+  const bool negative = sci[0] == '-';
+  const char* const e = std::find(static_cast<const char*>(sci), sci_end, 'e');
+  char digits[24];
+  int ndigits = 0;
+  for (const char* c = sci + (negative ? 1 : 0); c != e; ++c)
+    if (*c != '.') digits[ndigits++] = *c;
   int exponent = 0;
-  const std::string_view exp_text = sci.substr(e_pos + 1);
-  std::from_chars(exp_text.data() + (exp_text.front() == '+' ? 1 : 0), exp_text.data() + exp_text.size(), exponent);
+  std::from_chars(e + 1 + (e[1] == '+' ? 1 : 0), sci_end, exponent);
 
-  std::string out = negative ? "-" : "";
-  const int ndigits = static_cast<int>(digits.size());
+  char text[48];  // at most a sign, "0.000" and 17 digits, or 17 digits, 15 zeros and ".0"
+  char* p = text;
+  if (negative) *p++ = '-';
+  const auto put = [&p](const char* from, int count) { p = std::copy(from, from + count, p); };
   if (exponent >= -4 && exponent < 16) {
     const int point = exponent + 1;  // digits before the decimal point
     if (point <= 0) {
-      out += "0." + std::string(static_cast<std::size_t>(-point), '0') + digits;
+      put("0.0000", 2 - point);
+      put(digits, ndigits);
     } else if (point >= ndigits) {
-      out += digits + std::string(static_cast<std::size_t>(point - ndigits), '0') + ".0";
+      put(digits, ndigits);
+      p = std::fill_n(p, point - ndigits, '0');
+      put(".0", 2);
     } else {
-      out += digits.substr(0, static_cast<std::size_t>(point)) + "." + digits.substr(static_cast<std::size_t>(point));
+      put(digits, point);
+      *p++ = '.';
+      put(digits + point, ndigits - point);
     }
   } else {
-    out += digits.substr(0, 1);
-    if (ndigits > 1) out += "." + digits.substr(1);
-    const std::string magnitude = std::to_string(std::abs(exponent));
-    out += exponent < 0 ? "e-" : "e+";
-    if (magnitude.size() < 2) out += '0';
-    out += magnitude;
+    *p++ = digits[0];
+    if (ndigits > 1) {
+      *p++ = '.';
+      put(digits + 1, ndigits - 1);
+    }
+    *p++ = 'e';
+    *p++ = exponent < 0 ? '-' : '+';
+    const int magnitude = exponent < 0 ? -exponent : exponent;
+    if (magnitude < 10) *p++ = '0';
+    p = std::to_chars(p, text + sizeof text, magnitude).ptr;
   }
+  out.append(text, p);
+}
+
+inline std::string python_float_repr(double value) {
+  std::string out;
+  append_python_float(out, value);
   return out;
 }
 
@@ -113,6 +133,10 @@ inline void append_python_string(std::string& out, std::string_view text) {
   };
   out += '"';
   for (std::size_t pos = 0; pos < text.size();) {
+    const std::size_t plain = pos;  // a run of printable ASCII other than '"' and '\\' is copied as it is
+    while (pos < text.size() && text[pos] >= 0x20 && text[pos] <= 0x7E && text[pos] != '"' && text[pos] != '\\') ++pos;
+    out.append(text.data() + plain, pos - plain);
+    if (pos == text.size()) break;
     const char32_t cp = next_code_point(text, pos);
     switch (cp) {
       case '"': out += "\\\""; break;
@@ -136,37 +160,44 @@ inline void append_python_string(std::string& out, std::string_view text) {
   out += '"';
 }
 
+inline void append_newline_indent(std::string& out, std::size_t level) {
+  out += '\n';
+  out.append(2 * level, ' ');
+}
+
+template <class BasicJson>
+void append_python_json(std::string& out, const BasicJson& value, std::size_t depth);
+
+/// A list of JSON values (a json array, or any container of json values) as Python writes it.
+template <class Elements>
+void append_python_list(std::string& out, const Elements& elements, std::size_t depth) {
+  if (elements.empty()) {
+    out += "[]";
+    return;
+  }
+  out += '[';
+  bool first = true;
+  for (const auto& element : elements) {
+    if (!first) out += ',';
+    first = false;
+    append_newline_indent(out, depth + 1);
+    append_python_json(out, element, depth + 1);
+  }
+  append_newline_indent(out, depth);
+  out += ']';
+}
+
 template <class BasicJson>
 void append_python_json(std::string& out, const BasicJson& value, std::size_t depth) {
   using value_t = nlohmann::detail::value_t;
-  const auto newline_indent = [&](std::size_t level) {
-    out += '\n';
-    out.append(2 * level, ' ');
-  };
   switch (value.type()) {
     case value_t::null: out += "null"; break;
     case value_t::boolean: out += value.template get<bool>() ? "true" : "false"; break;
     case value_t::number_integer: out += std::to_string(value.template get<std::int64_t>()); break;
     case value_t::number_unsigned: out += std::to_string(value.template get<std::uint64_t>()); break;
-    case value_t::number_float: out += python_float_repr(value.template get<double>()); break;
+    case value_t::number_float: append_python_float(out, value.template get<double>()); break;
     case value_t::string: append_python_string(out, value.template get_ref<const std::string&>()); break;
-    case value_t::array: {
-      if (value.empty()) {
-        out += "[]";
-        break;
-      }
-      out += '[';
-      bool first = true;
-      for (const auto& element : value) {
-        if (!first) out += ',';
-        first = false;
-        newline_indent(depth + 1);
-        append_python_json(out, element, depth + 1);
-      }
-      newline_indent(depth);
-      out += ']';
-      break;
-    }
+    case value_t::array: append_python_list(out, value, depth); break;
     case value_t::object: {
       if (value.empty()) {
         out += "{}";
@@ -184,12 +215,12 @@ void append_python_json(std::string& out, const BasicJson& value, std::size_t de
       for (const Item* item : items) {
         if (!first) out += ',';
         first = false;
-        newline_indent(depth + 1);
+        append_newline_indent(out, depth + 1);
         append_python_string(out, item->first);
         out += ": ";
         append_python_json(out, item->second, depth + 1);
       }
-      newline_indent(depth);
+      append_newline_indent(out, depth);
       out += '}';
       break;
     }
@@ -214,6 +245,84 @@ inline std::string dump_python_json(const nlohmann::ordered_json& value) {
   out += '\n';
   return out;
 }
+
+/// dump_python_json of `object` with one more member, `list_key`, whose list is written straight from `list`:
+/// for a long list (a run's log_history) this saves copying every element into the object first.
+template <class Element>
+std::string dump_python_json_with_list(const nlohmann::json& object, const std::string& list_key,
+                                       const std::vector<Element>& list) {
+  std::vector<const std::string*> keys{&list_key};
+  for (const auto& item : object.items()) keys.push_back(&item.key());
+  std::sort(keys.begin(), keys.end(), [](const std::string* a, const std::string* b) { return *a < *b; });
+  std::string out = "{";
+  for (const std::string* key : keys) {
+    if (out.size() > 1) out += ',';
+    append_newline_indent(out, 1);
+    append_python_string(out, *key);
+    out += ": ";
+    if (key == &list_key)
+      append_python_list(out, list, 1);
+    else
+      append_python_json(out, object.at(*key), 1);
+  }
+  out += "\n}\n";
+  return out;
+}
+
+/// Builds the document from nlohmann's SAX events, putting each non-finite value back in place of the 0 that
+/// stood in for it, and stopping at max_json_depth. (nlohmann's parse-with-callback would do the same, but it
+/// rescans the enclosing list after each object, which makes a long log_history quadratic to read.)
+class PythonJsonSax {
+ public:
+  using json = nlohmann::json;
+  PythonJsonSax(json& result, std::vector<std::pair<std::size_t, double>> specials, const std::string& source)
+      : dom_(result), specials_(std::move(specials)), source_(source) {}
+
+  bool null() { return dom_.null(); }
+  bool boolean(bool value) { return dom_.boolean(value); }
+  bool number_integer(json::number_integer_t value) { return special() ? substitute() : dom_.number_integer(value); }
+  bool number_unsigned(json::number_unsigned_t value) { return special() ? substitute() : dom_.number_unsigned(value); }
+  bool number_float(json::number_float_t value, const json::string_t& text) {
+    return special() ? substitute() : dom_.number_float(value, text);
+  }
+  bool string(json::string_t& value) { return dom_.string(value); }
+  bool binary(json::binary_t& value) { return dom_.binary(value); }
+  bool start_object(std::size_t elements) {
+    check_json_depth(depth_++, source_);
+    return dom_.start_object(elements);
+  }
+  bool key(json::string_t& value) { return dom_.key(value); }
+  bool end_object() {
+    --depth_;
+    return dom_.end_object();
+  }
+  bool start_array(std::size_t elements) {
+    check_json_depth(depth_++, source_);
+    return dom_.start_array(elements);
+  }
+  bool end_array() {
+    --depth_;
+    return dom_.end_array();
+  }
+  template <class Exception>  // parse_error or out_of_range, thrown as its own type
+  bool parse_error(std::size_t position, const std::string& token, const Exception& error) {
+    return dom_.parse_error(position, token, error);
+  }
+
+ private:
+  // Whether the number about to be stored, counted in document order, stood for NaN or an infinity.
+  bool special() {
+    const std::size_t index = numbers_++;
+    return next_ < specials_.size() && specials_[next_].first == index;
+  }
+  bool substitute() { return dom_.number_float(specials_[next_++].second, ""); }
+
+  nlohmann::detail::json_sax_dom_parser<json> dom_;
+  std::vector<std::pair<std::size_t, double>> specials_;  // (index among all numbers, value), in order
+  const std::string& source_;
+  std::size_t numbers_ = 0, next_ = 0;
+  int depth_ = 0;
+};
 
 /// Parses JSON as Python's json.loads does, including the bare NaN, Infinity and -Infinity tokens.
 /// Throws FileFormatError naming `source` when the text is empty or not valid JSON.
@@ -264,20 +373,11 @@ inline nlohmann::json parse_python_json(std::string_view text, const std::string
     ++i;
   }
 
-  std::size_t seen = 0;
-  std::size_t next_special = 0;
-  const auto restore = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-    if (event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start)
-      check_json_depth(depth, source);
-    if (event == nlohmann::json::parse_event_t::value && parsed.is_number()) {
-      if (next_special < specials.size() && specials[next_special].first == seen)
-        parsed = specials[next_special++].second;
-      ++seen;
-    }
-    return true;
-  };
+  nlohmann::json result;
+  PythonJsonSax sax(result, std::move(specials), source);
   try {
-    return nlohmann::json::parse(scrubbed, restore);
+    nlohmann::json::sax_parse(scrubbed, &sax);
+    return result;
   } catch (const nlohmann::json::parse_error& e) {
     const std::string message = json_error_reason(e);
     throw FileFormatError(source + ": not valid JSON (byte " + std::to_string(e.byte) + "): " + message +
