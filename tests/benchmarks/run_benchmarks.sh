@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Runs every benchmark against the build folder given (default: build), prints the tables of the README's
+# Performance section and writes them, with every figure, to <build>/benchmark-results/benchmarks.{md,json}.
+#   bash tests/benchmarks/run_benchmarks.sh [build] [--checkpoint-io]
+# --checkpoint-io adds the ~100M-parameter checkpoint benchmark (about 3.6 GB written per repeat).
+# valgrind (callgrind) and Python with PyTorch are used when installed, and said to be skipped otherwise.
+set -euo pipefail
+src=$(cd "$(dirname "$0")/../.." && pwd)
+build=build
+checkpoint_io=false
+for arg in "$@"; do
+  case "$arg" in
+    --checkpoint-io) checkpoint_io=true ;;
+    -*) echo "usage: $0 [build] [--checkpoint-io]" >&2; exit 2 ;;
+    *) build=$arg ;;
+  esac
+done
+bin=$build/tests/benchmarks
+out=$build/benchmark-results
+mkdir -p "$out"
+rm -f "$out"/*.json
+
+cmake --build "$build" --target loop_overhead dispatch state_scale checkpoint_io benchmark_report
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+torch_version=$(grep -m1 -o 'TORCH_VERSION "[^"]*"' /usr/include/torch/csrc/api/include/torch/version.h 2>/dev/null |
+  cut -d'"' -f2 || true)
+printf '{"description": "%s cores (%s), %s GiB, %s, LibTorch %s, load average %s at the start"}\n' \
+  "$(nproc)" "$cpu" "$(awk '/MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)" \
+  "$(c++ --version | head -1)" "${torch_version:-?}" "$(cut -d' ' -f1 /proc/loadavg)" >"$out/machine.json"
+
+echo "== loop overhead"
+"$bin/loop_overhead" --json "$out/loop_overhead.json"
+
+echo "== callgrind instruction counts"
+if command -v valgrind >/dev/null; then
+  instructions() {  # instructions of one run: side, epochs
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin/loop_overhead" --single "$1" --epochs "$2" 2>&1 |
+      sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+  }
+  short=2 long=6 steps_per_epoch=64
+  hand_short=$(instructions hand $short) hand_long=$(instructions hand $long)
+  trainer_short=$(instructions trainer $short) trainer_long=$(instructions trainer $long)
+  awk -v hs="$hand_short" -v hl="$hand_long" -v ts="$trainer_short" -v tl="$trainer_long" -v s=$short -v l=$long \
+    -v n=$steps_per_epoch 'BEGIN {
+      hand = (hl - hs) / ((l - s) * n); trainer = (tl - ts) / ((l - s) * n)
+      printf "{\"short_epochs\": %d, \"long_epochs\": %d, \"hand_per_step\": %.1f, \"trainer_per_step\": %.1f, \"ratio\": %.4f}\n",
+        s, l, hand, trainer, trainer / hand }' >"$out/callgrind.json"
+  cat "$out/callgrind.json"
+else
+  echo "skipped: valgrind is not installed (apt-get install valgrind)"
+fi
+
+echo "== dispatch"
+"$bin/dispatch" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+  --benchmark_out="$out/dispatch.json" --benchmark_out_format=json
+
+echo "== state at scale, memory, resume skip"
+"$bin/state_scale" --json "$out/state_scale.json"
+
+echo "== compile cost"
+compile_seconds() {  # median of 3 rebuilds of one object
+  local unit=$1 times=()
+  for _ in 1 2 3; do
+    touch "$src/tests/benchmarks/compile_cost/$unit.cpp"
+    local start end
+    start=$(date +%s.%N)
+    cmake --build "$build" --target "compile_cost_$unit" >/dev/null
+    end=$(date +%s.%N)
+    times+=("$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')")
+  done
+  printf '%s\n' "${times[@]}" | sort -g | sed -n 2p
+}
+torch_only=$(compile_seconds torch_only)
+with_trainer=$(compile_seconds with_trainer)
+printf '{"repeats": 3, "torch_only_seconds": %s, "with_trainer_seconds": %s, "ratio": %s}\n' \
+  "$torch_only" "$with_trainer" "$(awk -v a="$torch_only" -v b="$with_trainer" 'BEGIN { printf "%.4f", b / a }')" >"$out/compile_cost.json"
+cat "$out/compile_cost.json"
+
+echo "== Python reference"
+if python3 -c 'import torch' 2>/dev/null; then
+  python3 "$src/tests/benchmarks/hand_written.py" | tee "$out/python.json"
+else
+  echo "skipped: Python's torch is not installed (apt-get install python3-torch)"
+fi
+
+if $checkpoint_io; then
+  echo "== checkpoint I/O"
+  "$bin/checkpoint_io" --repeats 3 --json "$out/checkpoint_io.json"
+fi
+
+echo
+"$bin/benchmark_report" "$out"
