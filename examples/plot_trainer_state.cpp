@@ -127,8 +127,9 @@ std::string svg(const std::vector<Panel>& panels, const tt::TrainerState& state,
   for (const auto& panel : panels)
     for (const auto& s : panel.series)
       for (const auto& p : s.points) max_step = std::max(max_step, p.step);
-  const std::vector<double> x_ticks = ticks(0, max_step, 8);
-  const double x_high = std::max(max_step, x_ticks.back());
+  std::vector<double> x_ticks = ticks(0, max_step, 8);
+  if (x_ticks.size() > 1 && x_ticks.back() < max_step) x_ticks.push_back(2 * x_ticks.back() - x_ticks[x_ticks.size() - 2]);
+  const double x_high = std::max(max_step, x_ticks.back());  // the axis ends on a round step
   const auto x_of = [&](double step) { return left + step / x_high * plot_width; };
 
   std::string out;
