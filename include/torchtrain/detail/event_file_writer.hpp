@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -68,7 +69,7 @@ class EventFileWriter {
     ProtobufWriter summary;
     for (const auto& [tag, value] : values) {
       ProtobufWriter v;
-      v.bytes(kValueTag, tag).float32(kSimpleValue, static_cast<float>(value));
+      v.bytes(kValueTag, tag).float32(kSimpleValue, to_float(value));
       summary.message(kSummaryValue, v);
     }
     write(summary_event(step, summary));
@@ -109,6 +110,13 @@ class EventFileWriter {
   };
   static constexpr std::uint64_t kDtString = 7;     // tensorflow.DataType.DT_STRING
   static constexpr std::uint64_t kSessionStart = 1;  // SessionLog.START
+
+  // simple_value is a float; a double beyond its range becomes an infinity (a plain cast would be undefined).
+  static float to_float(double value) {
+    if (value > std::numeric_limits<float>::max()) return std::numeric_limits<float>::infinity();
+    if (value < -std::numeric_limits<float>::max()) return -std::numeric_limits<float>::infinity();
+    return static_cast<float>(value);
+  }
 
   static double wall_time() {
     return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
