@@ -23,8 +23,10 @@ class CSVLogger : public detail::LogFileCallback {
   explicit CSVLogger(std::string path = "") : LogFileCallback(std::move(path), "log_history.csv") {}
 
  protected:
+  void start_file() override { columns_ = {"step", "epoch"}; }
+
+  // New keys become new columns after the existing ones, in the order they appear.
   std::string render(const std::vector<LogEntry>& rows) override {
-    columns_ = {"step", "epoch"};
     for (const auto& row : rows)
       for (const auto& [key, value] : row.items())
         if (std::find(columns_.begin(), columns_.end(), key) == columns_.end()) columns_.push_back(key);
@@ -39,6 +41,46 @@ class CSVLogger : public detail::LogFileCallback {
     for (const auto& [key, value] : row.items())
       if (std::find(columns_.begin(), columns_.end(), key) == columns_.end()) return std::nullopt;
     return line(row);
+  }
+
+  // The earlier file keeps its header (its column order, and columns of rows that are dropped) when its first
+  // rows print, with those columns, exactly as `rows` do.
+  std::optional<std::string> kept_rows(const std::string& text, const std::vector<LogEntry>& rows) override {
+    const std::size_t end_of_header = text.find('\n');
+    if (end_of_header == std::string::npos) return std::nullopt;
+    std::vector<std::string> columns;
+    std::string cell;
+    bool quoted = false;
+    for (std::size_t i = 0; i < end_of_header; ++i) {
+      const char c = text[i];
+      if (c == '"' && quoted && i + 1 < end_of_header && text[i + 1] == '"') {
+        cell += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = !quoted;
+      } else if (c == ',' && !quoted) {
+        columns.push_back(cell);
+        cell.clear();
+      } else {
+        cell += c;
+      }
+    }
+    columns.push_back(cell);
+    if (columns.size() < 2 || columns[0] != "step" || columns[1] != "epoch") return std::nullopt;
+    columns_ = std::move(columns);
+    std::string kept = text.substr(0, end_of_header + 1);
+    bool same = true;
+    for (const auto& row : rows) {
+      const auto printed = append_row(row);
+      same = printed.has_value();
+      if (!same) break;
+      kept += *printed;
+    }
+    if (!same || text.compare(0, kept.size(), kept) != 0) {
+      start_file();
+      return std::nullopt;
+    }
+    return kept;
   }
 
  private:

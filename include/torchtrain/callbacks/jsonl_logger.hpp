@@ -4,10 +4,12 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "torchtrain/detail/log_file_callback.hpp"
 #include "torchtrain/detail/python_json.hpp"
+#include "torchtrain/errors.hpp"
 
 namespace torchtrain {
 
@@ -38,6 +40,23 @@ class JSONLinesLogger : public detail::LogFileCallback {
         detail::append_python_json(line, *it, 0);
     }
     return line + "}\n";
+  }
+
+  // The earlier file's first lines are kept when each reads back as the entry of `rows` in its place.
+  std::optional<std::string> kept_rows(const std::string& text, const std::vector<LogEntry>& rows) override {
+    std::size_t end = 0;
+    for (const auto& row : rows) {
+      const std::size_t newline = text.find('\n', end);
+      if (newline == std::string::npos) return std::nullopt;
+      try {
+        if (detail::parse_python_json(std::string_view(text).substr(end, newline - end), "") != nlohmann::json(row))
+          return std::nullopt;
+      } catch (const FileFormatError&) {
+        return std::nullopt;
+      }
+      end = newline + 1;
+    }
+    return text.substr(0, end);
   }
 };
 

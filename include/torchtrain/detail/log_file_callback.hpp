@@ -16,10 +16,11 @@
 
 namespace torchtrain::detail {
 
-/// Rows are {step, epoch, every log key in order}. The file is rewritten whole (atomically) when training
-/// starts, from state.log_history, which after a resume holds exactly the entries up to the checkpoint: rows the
-/// interrupted run wrote after it disappear, earlier ones stay. Each later log event appends its row, or, when
-/// append_row() cannot (a CSV's new column), rewrites the file. Only the world process zero writes.
+/// Rows are {step, epoch, every log key in order}. When training starts the file is rewritten (atomically) to
+/// hold state.log_history, which after a resume is exactly the entries up to the checkpoint: a resume keeps the
+/// file's first rows when they are those entries, and drops the rows the interrupted run wrote after them. Each
+/// later log event appends its row, or, when append_row() cannot (a CSV's new column), rewrites the file. Only
+/// the world process zero writes.
 class LogFileCallback : public TrainerCallback {
  public:
   /// The file of the current (or last) run; empty before the first event.
@@ -29,7 +30,14 @@ class LogFileCallback : public TrainerCallback {
     if (!state.is_world_process_zero) return;
     path_ = resolve_path(args, state);
     rows_.clear();
+    start_file();
     for (const LogEntry& entry : state.log_history) rows_.push_back(to_row(entry, entry.value("step", state.global_step)));
+    if (state.global_step > 0 && std::filesystem::exists(path_)) {  // a resume: keep what the file has of rows_
+      if (const auto kept = kept_rows(read_text_file(path_), rows_)) {
+        replace_text_file(path_, *kept);
+        return;
+      }
+    }
     rewrite();
   }
 
@@ -38,6 +46,7 @@ class LogFileCallback : public TrainerCallback {
     if (path_.empty()) {  // a log before any train(), from evaluate(): a file of its own events
       path_ = resolve_path(args, state);
       rows_.clear();
+      start_file();
     }
     rows_.push_back(to_row(*context.logs, state.global_step));
     if (const auto line = append_row(rows_.back()))
@@ -51,11 +60,16 @@ class LogFileCallback : public TrainerCallback {
   LogFileCallback(std::string path, std::string default_name)
       : explicit_path_(std::move(path)), default_name_(std::move(default_name)) {}
 
+  /// A new file begins: forget the layout of the previous one.
+  virtual void start_file() {}
   /// The whole file for `rows`.
   virtual std::string render(const std::vector<LogEntry>& rows) = 0;
   /// The text that appends `row` to the file as render() last wrote it, or nothing when the file must be
   /// rewritten instead.
   virtual std::optional<std::string> append_row(const LogEntry& row) = 0;
+  /// The beginning of `text` (an earlier file) that holds exactly `rows`, each as it is, with what follows them
+  /// removed; nothing when `text` does not begin with them. Later appends continue that file.
+  virtual std::optional<std::string> kept_rows(const std::string& text, const std::vector<LogEntry>& rows) = 0;
 
  private:
   static LogEntry to_row(const LogEntry& logs, std::int64_t step) {
