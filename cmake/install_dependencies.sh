@@ -4,7 +4,7 @@
 # With --fuzz, also clang and its runtimes (libFuzzer, sanitizers), which only the fuzz build needs.
 set -euo pipefail
 
-packages=(g++ cmake ninja-build libtorch-dev nlohmann-json3-dev catch2 libgloo-dev libbenchmark-dev)
+packages=(g++ cmake ninja-build libtorch-dev nlohmann-json3-dev catch2 libgloo-dev libbenchmark-dev libxml2-utils)
 if [ "${1:-}" = "--fuzz" ]; then
   packages+=(clang libclang-rt-dev)
 elif [ $# -gt 0 ]; then

@@ -114,7 +114,7 @@ TrainingArguments non_default_arguments() {
   a.seed = 18446744073709551615ULL;  // largest uint64: must not pass through a double or int64
   a.data_seed = 7;
   a.disable_tqdm = true;
-  a.report_to = {"tensorboard", "wandb"};
+  a.report_to = {"tensorboard", "csv"};
   a.use_cpu = true;
   a.validate();
   return a;
@@ -416,7 +416,7 @@ TEST_CASE("validate: report_to takes all or none alone, or names", "[training_ar
              }),
              Contains("TrainingArguments.report_to = tensorboard,none: \"none\" must be given alone"));
   CHECK_THAT(validate_error([](TrainingArguments& a) { a.report_to = {""}; }), Contains("TrainingArguments.report_to"));
-  for (const auto& ok : std::vector<std::vector<std::string>>{{}, {"none"}, {"all"}, {"tensorboard", "wandb"}}) {
+  for (const auto& ok : std::vector<std::vector<std::string>>{{}, {"none"}, {"all"}, {"tensorboard", "csv"}, {"jsonl"}}) {
     TrainingArguments a;
     a.report_to = ok;
     CHECK_NOTHROW(a.validate());
@@ -750,7 +750,7 @@ TEST_CASE("CLI: optional fields accept none", "[training_arguments][cli]") {
 }
 
 TEST_CASE("CLI: report_to is comma separated", "[training_arguments][cli]") {
-  CHECK(parse_args({"--report_to", "tensorboard,wandb"}).report_to == std::vector<std::string>{"tensorboard", "wandb"});
+  CHECK(parse_args({"--report_to", "tensorboard,csv"}).report_to == std::vector<std::string>{"tensorboard", "csv"});
   CHECK(parse_args({"--report_to", "none"}).report_to == std::vector<std::string>{"none"});
   CHECK(parse_args({"--report_to="}).report_to.empty());
   // A space-separated second name is a stray value, and the error says how to list several.

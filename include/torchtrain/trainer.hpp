@@ -33,6 +33,7 @@
 #include "torchtrain/detail/model_io.hpp"
 #include "torchtrain/detail/round.hpp"
 #include "torchtrain/detail/warn.hpp"
+#include "torchtrain/integrations.hpp"
 #include "torchtrain/lr_scheduler.hpp"
 #include "torchtrain/optimizer.hpp"
 #include "torchtrain/preemption.hpp"
@@ -68,8 +69,8 @@ class ResumeFrom {
 using Trial = std::map<std::string, nlohmann::json>;
 
 /// Trains, evaluates and predicts with any `torch::nn` module holder over map-style `torch::data`
-/// datasets. Every event goes to the callbacks in list order: DefaultFlowCallback first, then the
-/// user's callbacks, then ProgressCallback (or PrinterCallback when args.disable_tqdm).
+/// datasets. Every event goes to the callbacks in list order: DefaultFlowCallback first, then the reporters of
+/// args.report_to, then the user's callbacks, then ProgressCallback (or PrinterCallback when args.disable_tqdm).
 ///
 /// The model's forward receives the collated batch, (data, attention_mask) or data alone, whichever it
 /// accepts, and returns logits (the loss then comes from `criterion` and the batch's `target`) or a
@@ -104,6 +105,7 @@ class Trainer {
     if (eval_datasets_.size() > 1 && eval_datasets_.count(""))
       throw ArgumentError("Trainer: eval dataset names must not be empty");
     handler_.add_callback(std::make_shared<DefaultFlowCallback>());
+    for (auto& cb : get_reporting_integration_callbacks(this->args.report_to)) handler_.add_callback(std::move(cb));
     for (auto& cb : callbacks) handler_.add_callback(std::move(cb));
     if (this->args.disable_tqdm)
       handler_.add_callback(std::make_shared<PrinterCallback>());

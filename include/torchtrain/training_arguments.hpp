@@ -2,6 +2,7 @@
 // TrainingArguments: every knob of the training loop, with Hugging Face's names, defaults and validation rules.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -20,6 +21,8 @@
 #include "torchtrain/detail/argument_fields.hpp"
 #include "torchtrain/detail/argument_parsing.hpp"
 #include "torchtrain/detail/argument_value.hpp"
+#include "torchtrain/detail/edit_distance.hpp"
+#include "torchtrain/detail/reporter_names.hpp"
 #include "torchtrain/detail/text_file.hpp"
 #include "torchtrain/errors.hpp"
 #include "torchtrain/strategies.hpp"
@@ -85,7 +88,7 @@ struct TrainingArguments {
 
   // Display, reporting, device
   bool disable_tqdm = false;
-  std::vector<std::string> report_to{"all"};
+  std::vector<std::string> report_to{"all"};  // all, none, or of tensorboard, csv, jsonl
   bool use_cpu = false;
 
   /// Applies Hugging Face's post-init rules: fills eval_steps, metric_for_best_model and greater_is_better
@@ -131,7 +134,7 @@ struct ParseResult {
 ///   --name value, --name=value     every argument
 ///   --flag, --flag true|false      booleans (also yes/no, 1/0); --no_flag sets false
 ///   --name none                    unsets an optional argument (eval_steps, save_total_limit, ...)
-///   --report_to tensorboard,wandb  lists are one comma-separated value
+///   --report_to tensorboard,csv    lists are one comma-separated value
 ///   --config FILE.json, or a leading FILE.json
 ///                                  reads arguments first; flags on the command line override them,
 ///                                  wherever they stand. Program flags may be set in the file too.
@@ -294,13 +297,21 @@ inline void TrainingArguments::validate() {
     fail("lr_scheduler_type", "reduce_lr_on_plateau",
          "steps on evaluation metrics, but eval_strategy is no; set eval_strategy steps or epoch");
 
-  // Reporting: "all" or "none" alone, or integration names.
-  std::string listed;
+  // Reporting: "all" or "none" alone, or names of built-in reporters.
+  std::string listed, choices = "all, none";
   for (const auto& name : report_to) listed += (listed.empty() ? "" : ",") + name;
+  for (const auto name : detail::kReporterNames) choices += ", " + std::string(name);
   for (const auto& name : report_to) {
     if (name.empty()) fail("report_to", "\"" + listed + "\"", "has an empty name; list integrations by name");
     if ((name == "all" || name == "none") && report_to.size() > 1)
       fail("report_to", listed, "\"" + name + "\" must be given alone; otherwise list integrations by name");
+    if (name != "all" && name != "none" &&
+        std::find(detail::kReporterNames.begin(), detail::kReporterNames.end(), name) == detail::kReporterNames.end()) {
+      const std::string guess = detail::closest_name(name, detail::kReporterNames);
+      fail("report_to", listed,
+           "\"" + name + "\" is not an available integration" + (guess.empty() ? "" : " (did you mean " + guess + "?)") +
+               "; choose from " + choices);
+    }
   }
 }
 

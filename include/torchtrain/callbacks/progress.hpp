@@ -89,14 +89,21 @@ class ProgressCallback : public TrainerCallback {
     Clock::time_point last_drawn;
   };
 
+  // During training the evaluation bar gives the line back to the training bar; a standalone evaluate() or
+  // predict() keeps it on screen, finished, as tqdm's leave=True does.
   void close_eval_bar() {
     if (!eval_) return;
-    eval_.reset();
     if (interactive_) {
-      *out_ << "\r\x1b[K";
-      if (train_) draw(*train_, true);
+      if (train_) {
+        *out_ << "\r\x1b[K";
+        draw(*train_, true);
+      } else {
+        draw(*eval_, true);
+        *out_ << '\n';
+      }
       out_->flush();
     }
+    eval_.reset();
   }
 
   void draw(Bar& bar, bool force) {

@@ -160,7 +160,7 @@ class CommandLine {
       }
       if (!starts_with(token, "--")) {
         reject(token, "unexpected argument '" + token +
-                          "'; flags take one value each (lists are comma separated: --report_to tensorboard,wandb)");
+                          "'; flags take one value each (lists are comma separated: --report_to tensorboard,csv)");
         continue;
       }
       const std::size_t equals = token.find('=');

@@ -204,7 +204,7 @@ struct ValueTraits<std::string> {
   static std::string text(const std::string& value) { return value.empty() ? "\"\"" : value; }
 };
 
-// Lists are comma separated on the command line: --report_to tensorboard,wandb.
+// Lists are comma separated on the command line: --report_to tensorboard,csv.
 template <>
 struct ValueTraits<std::vector<std::string>> {
   static std::string metavar() { return "A,B,..."; }
