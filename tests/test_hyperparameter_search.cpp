@@ -1,6 +1,13 @@
 // Trainer::hyperparameter_search: samplers, objectives, pruning, results files and continuing a search.
 #include <catch2/catch.hpp>
 
+#include <array>
+#include <cstdio>
+#include <set>
+#include <sstream>
+
+#include <sys/wait.h>
+
 #include <torchtrain/torchtrain.hpp>
 
 #include "support.hpp"
@@ -365,3 +372,39 @@ TEST_CASE("the default objective is HF's: eval_loss alone, else the sum of the o
         1.25);
   CHECK_THROWS_WITH(tt::default_compute_objective(tt::Metrics{{"epoch", 1.0}}), Catch::Contains("no eval_loss"));
 }
+
+#ifdef TORCHTRAIN_HYPERPARAMETER_SEARCH
+TEST_CASE("the hyperparameter_search example prints the trials and the best run, and continues a search", "[hp_search]") {
+  auto run = [](const std::string& flags) {
+    const std::string command = std::string(TORCHTRAIN_HYPERPARAMETER_SEARCH) + " " + flags + " 2>&1";
+    FILE* pipe = ::popen(command.c_str(), "r");
+    REQUIRE(pipe != nullptr);
+    std::string output;
+    std::array<char, 4096> buf{};
+    while (std::fgets(buf.data(), buf.size(), pipe)) output += buf.data();
+    const int raw = ::pclose(pipe);
+    return std::make_pair(WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, output);
+  };
+  TempDir dir("hp-example");
+  const std::string flags = "--output_dir " + dir.str() + " --num_train_samples 64 --num_eval_samples 32 --eval_steps 2 "
+                            "--num_train_epochs 1 --sampler random --sampler_seed 3";
+  auto [status, output] = run(flags + " --n_trials 2");
+  INFO(output);
+  REQUIRE(status == 0);
+  CHECK(output.find("run  state     objective  learning_rate  hidden_size\n0    complete") != std::string::npos);
+  CHECK(output.find("best run ") != std::string::npos);
+  CHECK(read_json(dir / "hp_search_results.json")["trials"].size() == 2);
+
+  auto [more_status, more] = run(flags + " --n_trials 3");
+  INFO(more);
+  CHECK(more_status == 0);
+  CHECK(read_json(dir / "hp_search_results.json")["trials"].size() == 3);
+
+  auto [bad_status, bad] = run(flags + " --sampler sobol");
+  CHECK(bad_status == 2);
+  CHECK(bad.find("--sampler sobol: use grid or random") != std::string::npos);
+  auto [changed_status, changed] = run(flags + " --n_trials 3 --sampler_seed 4");
+  CHECK(changed_status == 2);
+  CHECK(changed.find("records a search with another sampler") != std::string::npos);
+}
+#endif
