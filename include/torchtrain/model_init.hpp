@@ -10,6 +10,12 @@
 #include "torchtrain/search_space.hpp"
 
 namespace torchtrain {
+namespace detail {
+template <class F>
+struct is_std_function : std::false_type {};
+template <class Signature>
+struct is_std_function<std::function<Signature>> : std::true_type {};
+}  // namespace detail
 
 /// Builds a fresh model for each train() call, as HF's `model_init`. Assign a callable taking nothing, or
 /// one taking `const Trial&`: that one receives the trial's values, so a hyper-parameter search can vary
@@ -20,10 +26,14 @@ class ModelInit {
   ModelInit() = default;
   ModelInit(std::nullptr_t) {}
   template <class F, std::enable_if_t<std::is_invocable_r_v<Model, F&>, int> = 0>
-  ModelInit(F make) : make_([make = std::move(make)](const Trial&) mutable { return make(); }) {}
+  ModelInit(F make) {
+    if (!is_null(make)) make_ = [make = std::move(make)](const Trial&) mutable { return make(); };
+  }
   template <class F, std::enable_if_t<!std::is_invocable_r_v<Model, F&> &&
                                           std::is_invocable_r_v<Model, F&, const Trial&>, int> = 0>
-  ModelInit(F make) : make_(std::move(make)), takes_trial_(true) {}
+  ModelInit(F make) {
+    if (!is_null(make)) make_ = std::move(make), takes_trial_ = true;
+  }
 
   explicit operator bool() const { return static_cast<bool>(make_); }
   /// Whether the factory receives the trial (and so accepts keys that are not TrainingArguments fields).
@@ -31,6 +41,14 @@ class ModelInit {
   Model operator()(const Trial& trial = {}) const { return make_(trial); }
 
  private:
+  // An empty std::function or a null function pointer leaves the factory unset, as it did before.
+  template <class F>
+  static bool is_null(const F& make) {
+    if constexpr (std::is_pointer_v<F>) return make == nullptr;
+    else if constexpr (detail::is_std_function<F>::value) return !make;
+    else return false;
+  }
+
   std::function<Model(const Trial&)> make_;
   bool takes_trial_ = false;
 };
