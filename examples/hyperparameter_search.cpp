@@ -9,6 +9,7 @@
 //
 // Exit status: 0 on success, 2 for bad input (a flag, an argument set, a results file of another search),
 // 1 for anything else.
+#include <cmath>
 #include <cstdint>
 #include <iomanip>
 #include <iostream>
@@ -23,7 +24,7 @@ namespace tt = torchtrain;
 namespace {
 
 struct Options {
-  std::int64_t n_trials = 8, num_train_samples = 1024, num_eval_samples = 256, num_features = 16, num_classes = 4;
+  std::int64_t n_trials = 8, num_train_samples = 1024, num_eval_samples = 256, num_features = 4, num_classes = 4;
   std::string sampler = "grid", direction = "maximize";
   std::uint64_t sampler_seed = 42;
   bool median_stopping = false;
@@ -33,7 +34,7 @@ struct Options {
 tt::TrainingArguments program_defaults() {
   tt::TrainingArguments defaults;
   defaults.output_dir = "hyperparameter_search_output";
-  defaults.num_train_epochs = 2;
+  defaults.num_train_epochs = 1;
   defaults.logging_steps = 50;
   defaults.eval_strategy = tt::IntervalStrategy::steps;
   defaults.eval_steps = 16;
@@ -45,6 +46,9 @@ tt::TrainingArguments program_defaults() {
 }
 
 std::string text(const nlohmann::json& value) { return value.is_string() ? value.get<std::string>() : value.dump(); }
+
+// A NaN objective is null in JSON.
+double number(const nlohmann::json& value) { return value.is_number() ? value.get<double>() : std::nan(""); }
 
 int run(int argc, char** argv) {
   Options o;
@@ -88,11 +92,11 @@ int run(int argc, char** argv) {
   const auto sampler = o.sampler == "grid" ? tt::Sampler::grid() : tt::Sampler::random(o.sampler_seed);
   auto best = trainer.hyperparameter_search(space, static_cast<int>(o.n_trials), tt::parse_direction(o.direction), sampler);
 
-  std::cout << "run  state     objective  learning_rate  hidden_size\n";
+  std::cout << "run  state     objective  learning_rate  hidden_size\n" << std::fixed << std::setprecision(4);
   for (const auto& t : best.run_summary["trials"])
     std::cout << std::left << std::setw(5) << t["run_id"].get<int>() << std::setw(10) << text(t["state"])
-              << std::setw(11) << text(t["objective"]) << std::setw(15) << text(t["hyperparameters"]["learning_rate"])
-              << text(t["hyperparameters"]["hidden_size"]) << "\n";
+              << std::setw(11) << number(t["objective"]) << std::setw(15)
+              << text(t["hyperparameters"]["learning_rate"]) << text(t["hyperparameters"]["hidden_size"]) << "\n";
   std::cout << "best run " << best.run_id << ": objective " << best.objective << " with "
             << nlohmann::json(best.hyperparameters).dump() << "\n";
   return 0;

@@ -6,9 +6,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <map>
-#include <initializer_list>
 #include <string>
 #include <type_traits>
 #include <utility>
