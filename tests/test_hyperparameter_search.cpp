@@ -123,10 +123,16 @@ TEST_CASE("a grid search over the learning rate picks the best one, each trial a
   CHECK(best.objective == trials[3]["objective"].get<double>());
   for (std::size_t k = 0; k < 3; ++k) CHECK(trials[k]["objective"].get<double>() > best.objective);
 
-  // The trainer's arguments are the search's again; each trial wrote to its own folder.
+  // The trainer's arguments are the search's again; each trial wrote its state into its own folder.
   CHECK(trainer->args.output_dir == dir.str());
   CHECK(trainer->args.learning_rate == 5e-5);
-  for (int k = 0; k < 4; ++k) CHECK(std::filesystem::is_directory(dir / ("run-" + std::to_string(k))));
+  for (std::size_t k = 0; k < 4; ++k) {
+    const auto saved = read_json(dir / ("run-" + std::to_string(k)) / "trainer_state.json");
+    CHECK(saved["is_hyper_param_search"] == true);
+    CHECK(saved["trial_name"] == "run-" + std::to_string(k));
+    CHECK(saved["trial_params"] == json{{"learning_rate", grid[k]}});
+    CHECK(saved["global_step"] == 8);
+  }
 }
 
 TEST_CASE("random search draws the same trials from the same seed and others from another", "[hp_search]") {
@@ -344,7 +350,7 @@ TEST_CASE("the results files list every trial with its hyper-parameters, objecti
   CHECK(t0["objective"].get<double>() == Approx(t0["metrics"]["eval_loss"].get<double>() * 10));
   CHECK(t0["intermediate_objectives"] == json::array({{{"step", 2}, {"objective", t0["intermediate_objectives"][0]["objective"]}},
                                                        {{"step", 4}, {"objective", t0["objective"]}}}));
-  CHECK(std::filesystem::is_directory(dir / "lr0.01-1"));
+  CHECK(std::filesystem::exists(dir / "lr0.01-1" / "trainer_state.json"));
   // maximize: the larger objective wins
   const std::size_t winner = results["trials"][0]["objective"] > results["trials"][1]["objective"] ? 0 : 1;
   CHECK(best.run_id == std::to_string(winner));

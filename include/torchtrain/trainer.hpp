@@ -190,7 +190,8 @@ class Trainer {
     const nlohmann::json fields = args.to_json();
     for (const auto& [name, distribution] : hp_space.parameters()) {
       if (name == "output_dir")
-        throw ArgumentError("hyperparameter_search: output_dir cannot be searched; each trial writes to output_dir/<trial name>");
+        throw ArgumentError(
+            "hyperparameter_search: output_dir cannot be searched; each trial writes to output_dir/<trial name>");
       check_trial_key(name, fields, "hyperparameter_search: the search space's ");
     }
     const TrainingArguments base = args;
@@ -209,13 +210,15 @@ class Trainer {
       args = base;
       trial_name_ = trial.name();
       context_.trial = &trial;
-      const bool interrupted = checkpoint::get_last_checkpoint(std::filesystem::path(base.output_dir) / trial.name()).has_value();
+      const auto folder = std::filesystem::path(base.output_dir) / trial.name();
+      const bool interrupted = checkpoint::get_last_checkpoint(folder).has_value();
       const TrainOutput out = train(interrupted ? ResumeFrom(true) : ResumeFrom(), trial.hyperparameters());
       context_.trial = nullptr;
       if (out.preempted_by)
         throw Error("hyperparameter_search: stopped by signal " + std::to_string(out.preempted_by) + " in trial " +
                     trial.name() + " after saving its checkpoint; run the same search again to continue");
       if (trial.intermediate_objectives(state).empty()) evaluate();
+      save_state();  // the trial's trainer_state.json, with its log_history, in its folder
       return trial.finish(state);
     });
   }
@@ -327,7 +330,8 @@ class Trainer {
       check_trial_key(name, fields, "trial: ");
       if (fields.contains(name)) fields[name] = detail::cast_like(fields[name], value, name);
     }
-    if (trial_name_) fields["output_dir"] = (std::filesystem::path(fields["output_dir"].get<std::string>()) / *trial_name_).string();
+    if (trial_name_)
+      fields["output_dir"] = (std::filesystem::path(fields["output_dir"].get<std::string>()) / *trial_name_).string();
     args = TrainingArguments::from_json(fields, "trial");
     args.validate();
     state.is_hyper_param_search = true;
