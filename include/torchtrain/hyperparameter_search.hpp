@@ -144,7 +144,8 @@ class HyperparameterTrial {
   TrialRecord finish(const TrainerState& state) const {
     const auto evals = evaluations(state);
     if (evals.empty())
-      throw Error("hyperparameter_search: trial " + name_ + " ended without an evaluation to compute its objective from");
+      throw Error("hyperparameter_search: trial " + name_ +
+                  " ended without an evaluation to compute its objective from");
     TrialRecord record;
     record.run_id = run_id_;
     record.trial_name = name_;
@@ -193,7 +194,8 @@ namespace detail {
 
 inline nlohmann::json trial_to_json(const TrialRecord& r) {
   nlohmann::json intermediate = nlohmann::json::array();
-  for (const auto& i : r.intermediate_objectives) intermediate.push_back({{"step", i.step}, {"objective", i.objective}});
+  for (const auto& i : r.intermediate_objectives)
+    intermediate.push_back({{"step", i.step}, {"objective", i.objective}});
   return {{"run_id", r.run_id},
           {"trial_name", r.trial_name},
           {"state", to_string(r.state)},
@@ -213,9 +215,11 @@ inline TrialRecord trial_from_json(const nlohmann::json& j, const std::string& p
     r.state = state == "complete" ? TrialState::complete : TrialState::pruned;
     r.objective = j.at("objective").is_null() ? std::nan("") : j.at("objective").get<double>();
     r.hyperparameters = j.at("hyperparameters").get<Trial>();
-    for (const auto& i : j.at("intermediate_objectives"))
+    for (const auto& i : j.at("intermediate_objectives")) {
+      const auto& objective = i.at("objective");
       r.intermediate_objectives.push_back(
-          {i.at("step").get<std::int64_t>(), i.at("objective").is_null() ? std::nan("") : i.at("objective").get<double>()});
+          {i.at("step").get<std::int64_t>(), objective.is_null() ? std::nan("") : objective.get<double>()});
+    }
     r.metrics = j.at("metrics");
     return r;
   } catch (const std::exception& e) {
@@ -236,8 +240,8 @@ inline std::string csv_field(const nlohmann::json& value) {
 /// results files after each trial.
 class HyperparameterSearch {
  public:
-  HyperparameterSearch(SearchSpace space, int n_trials, Direction direction, Sampler sampler, ObjectiveFunction objective,
-                       TrialNameFunction hp_name, std::filesystem::path output_dir)
+  HyperparameterSearch(SearchSpace space, int n_trials, Direction direction, Sampler sampler,
+                       ObjectiveFunction objective, TrialNameFunction hp_name, std::filesystem::path output_dir)
       : space_(std::move(space)),
         direction_(direction),
         sampler_(std::move(sampler)),
@@ -293,7 +297,8 @@ class HyperparameterSearch {
       std::ifstream in(path);
       saved = nlohmann::json::parse(in);
     } catch (const nlohmann::json::exception& e) {
-      throw FileFormatError(path.string() + " is not valid JSON (" + e.what() + "); delete it to start the search over");
+      throw FileFormatError(path.string() + " is not valid JSON (" + e.what() +
+                            "); delete it to start the search over");
     }
     for (const char* key : {"hp_space", "sampler", "direction"}) {
       if (!saved.is_object() || !saved.contains(key))
@@ -309,8 +314,8 @@ class HyperparameterSearch {
       TrialRecord r = trial_from_json(entry, path.string());
       const std::size_t k = records_.size();
       if (r.run_id != k)
-        throw FileFormatError(path.string() + ": trial " + std::to_string(k) + " has run_id " + std::to_string(r.run_id) +
-                              "; delete the file to start the search over");
+        throw FileFormatError(path.string() + ": trial " + std::to_string(k) + " has run_id " +
+                              std::to_string(r.run_id) + "; delete the file to start the search over");
       if (nlohmann::json(r.hyperparameters) != nlohmann::json(sampler_.sample(space_, k)))
         throw ArgumentError(path.string() + ": trial " + std::to_string(k) + " has hyperparameters " +
                             nlohmann::json(r.hyperparameters).dump() + " but the sampler now gives " +

@@ -109,7 +109,8 @@ class SearchSpace {
           if constexpr (std::is_same_v<D, Categorical>) {
             if (d.choices.empty()) throw ArgumentError(where + "has no choices; give at least one");
           } else if constexpr (std::is_same_v<D, IntRange>) {
-            if (d.step < 1) throw ArgumentError(where + "has step " + std::to_string(d.step) + "; it must be at least 1");
+            if (d.step < 1)
+              throw ArgumentError(where + "has step " + std::to_string(d.step) + "; it must be at least 1");
             if (d.low > d.high)
               throw ArgumentError(where + "has low " + std::to_string(d.low) + " above high " + std::to_string(d.high));
           } else {

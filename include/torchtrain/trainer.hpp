@@ -182,9 +182,9 @@ class Trainer {
   /// output_dir/hp_search_results.json and .csv as it finishes; running the same search again skips the
   /// recorded trials and resumes an interrupted one from its newest valid checkpoint. Add a
   /// MedianStoppingCallback to prune poor trials. The arguments are restored when the search returns.
-  BestRun hyperparameter_search(const SearchSpace& hp_space, int n_trials = 20, Direction direction = Direction::minimize,
-                                Sampler sampler = Sampler::random(), ObjectiveFunction compute_objective = {},
-                                TrialNameFunction hp_name = {}) {
+  BestRun hyperparameter_search(const SearchSpace& hp_space, int n_trials = 20,
+                                Direction direction = Direction::minimize, Sampler sampler = Sampler::random(),
+                                ObjectiveFunction compute_objective = {}, TrialNameFunction hp_name = {}) {
     if (!model_init)
       throw ArgumentError("To use hyperparameter search, you need to pass your model through a model_init function.");
     const nlohmann::json fields = args.to_json();
