@@ -81,6 +81,7 @@ int run(int argc, char** argv) {
 
   tt::Trainer trainer(examples::Classifier(features, 64, classes), args, train_set, eval_set);
   trainer.compute_metrics = tt::metrics::accuracy;
+  trainer.remove_callback<tt::PrinterCallback>();  // the table at the end replaces every trial's log lines
   trainer.model_init = [&](const tt::Trial& trial) {
     return examples::Classifier(features, trial.at("hidden_size").get<int64_t>(), classes);
   };
