@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <iomanip>
 #include <iostream>
+#include <sstream>
 #include <string>
 
 #include <torchtrain/torchtrain.hpp>
@@ -49,6 +50,12 @@ std::string text(const nlohmann::json& value) { return value.is_string() ? value
 
 // A NaN objective is null in JSON.
 double number(const nlohmann::json& value) { return value.is_number() ? value.get<double>() : std::nan(""); }
+
+std::string three_digits(const nlohmann::json& value) {
+  std::ostringstream out;
+  out << std::setprecision(3) << number(value);
+  return out.str();
+}
 
 int run(int argc, char** argv) {
   Options o;
@@ -97,7 +104,8 @@ int run(int argc, char** argv) {
   for (const auto& t : best.run_summary["trials"])
     std::cout << std::left << std::setw(5) << t["run_id"].get<int>() << std::setw(10) << text(t["state"])
               << std::setw(11) << number(t["objective"]) << std::setw(15)
-              << text(t["hyperparameters"]["learning_rate"]) << text(t["hyperparameters"]["hidden_size"]) << "\n";
+              << three_digits(t["hyperparameters"]["learning_rate"]) << text(t["hyperparameters"]["hidden_size"])
+              << "\n";
   std::cout << "best run " << best.run_id << ": objective " << best.objective << " with "
             << nlohmann::json(best.hyperparameters).dump() << "\n";
   return 0;
