@@ -27,14 +27,17 @@
 #include "torchtrain/data/collators.hpp"
 #include "torchtrain/data/data_loader.hpp"
 #include "torchtrain/data/epoch_sampler.hpp"
+#include "torchtrain/detail/edit_distance.hpp"
 #include "torchtrain/detail/loss_tracker.hpp"
 #include "torchtrain/detail/clip_grad.hpp"
 #include "torchtrain/detail/json_cast.hpp"
 #include "torchtrain/detail/model_io.hpp"
 #include "torchtrain/detail/round.hpp"
 #include "torchtrain/detail/warn.hpp"
+#include "torchtrain/hyperparameter_search.hpp"
 #include "torchtrain/integrations.hpp"
 #include "torchtrain/lr_scheduler.hpp"
+#include "torchtrain/model_init.hpp"
 #include "torchtrain/optimizer.hpp"
 #include "torchtrain/preemption.hpp"
 #include "torchtrain/trainer_outputs.hpp"
@@ -64,9 +67,6 @@ class ResumeFrom {
   bool latest_ = false;
   std::optional<std::string> path_;
 };
-
-/// Hyper-parameter values applied to TrainingArguments for one train() call (see train()).
-using Trial = std::map<std::string, nlohmann::json>;
 
 /// Trains, evaluates and predicts with any `torch::nn` module holder over map-style `torch::data`
 /// datasets. Every event goes to the callbacks in list order: DefaultFlowCallback first, then the reporters of
@@ -127,8 +127,9 @@ class Trainer {
   TrainingArguments args;
   Collator data_collator;
   std::function<Metrics(const EvalPrediction&)> compute_metrics;
-  /// When set, train() builds a fresh model with it (after seeding), as HF does.
-  std::function<Model()> model_init;
+  /// When set, train() builds a fresh model with it (after seeding), as HF does; hyperparameter_search needs
+  /// it. A model_init taking `const Trial&` receives the trial's values, including keys of its own.
+  ModelInit<Model> model_init;
   /// Loss from (predictions, labels) when the model returns no "loss".
   std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)> criterion = detail::default_criterion;
   /// Optional: created by train() when null (AdamW + the schedule of args.lr_scheduler_type).
@@ -159,7 +160,8 @@ class Trainer {
   const torch::Device& device() const { return device_; }
 
   /// Runs the training loop. `trial` overrides TrainingArguments fields by name (values are cast to the
-  /// field's type; an unknown name is an error) and marks the state as a hyper-parameter search trial.
+  /// field's type) and marks the state as a hyper-parameter search trial; a name that is not a field is an
+  /// error unless model_init takes the trial.
   TrainOutput train(ResumeFrom resume_from_checkpoint = {}, const Trial& trial = {},
                     std::vector<std::string> ignore_keys_for_eval = {}) {
     std::optional<PreemptionGuard> preemption;
@@ -173,6 +175,54 @@ class Trainer {
       context_.exception = nullptr;
       throw;
     }
+  }
+
+  /// Trains `n_trials` trials drawn from `hp_space` by `sampler` (random from a seed, or a grid), each with a
+  /// fresh model from model_init, in its own folder `output_dir/run-<k>` (or hp_name's), and returns the best
+  /// complete one by `direction` of compute_objective (default: default_compute_objective) over its last
+  /// evaluation; a trial with no evaluation is evaluated once at its end. Every trial is recorded in
+  /// output_dir/hp_search_results.json and .csv as it finishes; running the same search again skips the
+  /// recorded trials and resumes an interrupted one from its newest valid checkpoint. Add a
+  /// MedianStoppingCallback to prune poor trials. The arguments are restored when the search returns.
+  BestRun hyperparameter_search(const SearchSpace& hp_space, int n_trials = 20,
+                                Direction direction = Direction::minimize, Sampler sampler = Sampler::random(),
+                                ObjectiveFunction compute_objective = {}, TrialNameFunction hp_name = {}) {
+    if (!model_init)
+      throw ArgumentError("To use hyperparameter search, you need to pass your model through a model_init function.");
+    const nlohmann::json fields = args.to_json();
+    for (const auto& [name, distribution] : hp_space.parameters()) {
+      if (name == "output_dir")
+        throw ArgumentError(
+            "hyperparameter_search: output_dir cannot be searched; each trial writes to output_dir/<trial name>");
+      check_trial_key(name, fields, "hyperparameter_search: the search space's ");
+    }
+    const TrainingArguments base = args;
+    detail::HyperparameterSearch search(hp_space, n_trials, direction, std::move(sampler), std::move(compute_objective),
+                                        std::move(hp_name), base.output_dir);
+    struct Restore {  // also when a trial throws
+      Trainer& trainer;
+      const TrainingArguments& base;
+      ~Restore() {
+        trainer.args = base;
+        trainer.trial_name_.reset();
+        trainer.context_.trial = nullptr;
+      }
+    } restore{*this, base};
+    return search.run([&](HyperparameterTrial& trial) {
+      args = base;
+      trial_name_ = trial.name();
+      context_.trial = &trial;
+      const auto folder = std::filesystem::path(base.output_dir) / trial.name();
+      const bool interrupted = checkpoint::get_last_checkpoint(folder).has_value();
+      const TrainOutput out = train(interrupted ? ResumeFrom(true) : ResumeFrom(), trial.hyperparameters());
+      context_.trial = nullptr;
+      if (out.preempted_by)
+        throw Error("hyperparameter_search: stopped by signal " + std::to_string(out.preempted_by) + " in trial " +
+                    trial.name() + " after saving its checkpoint; run the same search again to continue");
+      if (trial.intermediate_objectives(state).empty()) evaluate();
+      save_state();  // the trial's trainer_state.json, with its log_history, in its folder
+      return trial.finish(state);
+    });
   }
 
   /// Evaluates on `dataset` (default: the eval dataset(s)); logs the metrics and fires on_evaluate.
@@ -264,17 +314,30 @@ class Trainer {
       throw ArgumentError("save_strategy best and load_best_model_at_end need metric_for_best_model; set it");
   }
 
+  // A trial key must be a TrainingArguments field, or be read by a model_init that takes the trial.
+  void check_trial_key(const std::string& name, const nlohmann::json& fields, const std::string& where) const {
+    if (fields.contains(name) || model_init.takes_trial()) return;
+    std::vector<std::string> names;
+    for (const auto& [field, value] : fields.items()) names.push_back(field);
+    const std::string guess = detail::closest_name(name, names);
+    throw ArgumentError(where + "'" + name + "' is not a TrainingArguments field" +
+                        (guess.empty() ? "" : " (did you mean '" + guess + "'?)") +
+                        "; to vary the model, assign model_init a function taking const Trial&");
+  }
+
   void apply_trial(const Trial& trial) {
-    if (trial.empty()) return;
+    if (trial.empty() && !trial_name_) return;
     nlohmann::json fields = args.to_json();
     for (const auto& [name, value] : trial) {
-      if (!fields.contains(name))
-        throw ArgumentError("trial: '" + name + "' is not a TrainingArguments field");
-      fields[name] = detail::cast_like(fields[name], value, name);
+      check_trial_key(name, fields, "trial: ");
+      if (fields.contains(name)) fields[name] = detail::cast_like(fields[name], value, name);
     }
+    if (trial_name_)
+      fields["output_dir"] = (std::filesystem::path(fields["output_dir"].get<std::string>()) / *trial_name_).string();
     args = TrainingArguments::from_json(fields, "trial");
     args.validate();
     state.is_hyper_param_search = true;
+    state.trial_name = trial_name_;
     state.trial_params = nlohmann::json(trial);
   }
 
@@ -289,7 +352,7 @@ class Trainer {
     if (state.is_world_process_zero) checkpoint::remove_stale_staging(args.output_dir);
     torch::manual_seed(args.seed);
     if (model_init) {
-      model = model_init();
+      model = model_init(trial);
       model->to(device_);
       context_.model = model.ptr().get();
       optimizer.reset();
@@ -688,6 +751,7 @@ class Trainer {
   torch::Tensor last_grad_norm_;       // of the latest optimizer step, for the next log
   double last_learning_rate_ = 0.0;
   std::vector<std::string> ignore_keys_for_eval_;
+  std::optional<std::string> trial_name_;  // during hyperparameter_search: the trial's folder under output_dir
 };
 
 template <class M, class T>

@@ -24,6 +24,7 @@ class Optimizer;
 namespace torchtrain {
 
 class LRScheduler;
+class HyperparameterTrial;
 
 /// Named metrics, in insertion order (what `compute_metrics`, `evaluate` and `predict` return).
 using Metrics = nlohmann::ordered_json;
@@ -46,6 +47,7 @@ struct CallbackContext {
   const LogEntry* logs = nullptr;      // on_log
   const Metrics* metrics = nullptr;    // on_evaluate, on_predict
   std::exception_ptr exception;        // on_exception
+  HyperparameterTrial* trial = nullptr;  // during a hyperparameter_search trial (see MedianStoppingCallback)
 };
 
 /// Override only the events you need. Every event receives the arguments, the state, the shared control
