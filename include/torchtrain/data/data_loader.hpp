@@ -18,6 +18,7 @@
 #include <c10/util/ArrayRef.h>
 
 #include "torchtrain/data/collators.hpp"
+#include "torchtrain/data/epoch_sampler.hpp"
 #include "torchtrain/errors.hpp"
 
 namespace torchtrain::data {
@@ -32,7 +33,8 @@ struct has_stacked_batch<Dataset, std::void_t<decltype(std::declval<Dataset&>().
 
 /// Batch k of an epoch holds the examples order[k*batch_size, (k+1)*batch_size), fetched with the
 /// dataset's get_batch and merged by the collator. Workers only prepare batches ahead of time; which
-/// examples form batch k never depends on how many workers there are, and batches arrive in order.
+/// examples form batch k never depends on how many workers there are, and batches arrive in order. With
+/// `num_replicas` > 1 each epoch's order is this rank's shard (EpochSampler), of shard_size examples.
 template <class Dataset, class Collator>
 class DataLoader {
  public:
@@ -40,9 +42,9 @@ class DataLoader {
   using Batch = std::invoke_result_t<const Collator&, Examples>;
 
   DataLoader(Dataset& dataset, const Collator& collator, std::size_t batch_size, bool drop_last,
-             std::size_t num_workers = 0)
+             std::size_t num_workers = 0, std::size_t num_replicas = 1)
       : dataset_(&dataset), collator_(&collator), batch_size_(batch_size), drop_last_(drop_last),
-        num_workers_(num_workers) {
+        num_workers_(num_workers), num_replicas_(num_replicas) {
     if (batch_size == 0) throw ArgumentError("DataLoader: batch_size must be at least 1");
   }
   ~DataLoader() { stop_workers(); }
@@ -52,7 +54,7 @@ class DataLoader {
   std::size_t num_examples() const { return dataset_->size().value(); }
   std::size_t batch_size() const { return batch_size_; }
   std::size_t num_batches() const {
-    const std::size_t n = num_examples();
+    const std::size_t n = EpochSampler::shard_size(num_examples(), num_replicas_);
     return drop_last_ ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
   }
 
@@ -141,6 +143,7 @@ class DataLoader {
   std::size_t batch_size_;
   bool drop_last_;
   std::size_t num_workers_;
+  std::size_t num_replicas_;
   std::vector<std::size_t> order_;
   std::size_t next_ = 0;
 
