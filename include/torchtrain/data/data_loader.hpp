@@ -87,6 +87,11 @@ class DataLoader {
     std::exception_ptr error;
   };
 
+  // Batches of the current epoch's order, which may be shorter than the dataset (an evaluation shard).
+  std::size_t batches_in_order() const {
+    return drop_last_ ? order_.size() / batch_size_ : (order_.size() + batch_size_ - 1) / batch_size_;
+  }
+
   Batch load(std::size_t k) const {
     const std::size_t begin = k * batch_size_;
     const std::size_t end = std::min(begin + batch_size_, order_.size());
@@ -110,7 +115,7 @@ class DataLoader {
           {
             std::unique_lock<std::mutex> lock(mutex_);
             space_.wait(lock, [&] { return stopping_ || claimed_ < consumed_ + lookahead; });
-            if (stopping_ || claimed_ >= num_batches()) return;
+            if (stopping_ || claimed_ >= batches_in_order()) return;
             k = claimed_++;
           }
           Slot slot;
