@@ -70,6 +70,7 @@ void require_same_fields(const TrainingArguments& a, const TrainingArguments& b)
   CHECK(a.disable_tqdm == b.disable_tqdm);
   CHECK(a.report_to == b.report_to);
   CHECK(a.use_cpu == b.use_cpu);
+  CHECK(a.ddp_timeout == b.ddp_timeout);
 }
 
 // A valid combination in which every field differs from its default.
@@ -116,6 +117,7 @@ TrainingArguments non_default_arguments() {
   a.disable_tqdm = true;
   a.report_to = {"tensorboard", "csv"};
   a.use_cpu = true;
+  a.ddp_timeout = 60;
   a.validate();
   return a;
 }
@@ -196,6 +198,7 @@ TEST_CASE("TrainingArguments defaults are Hugging Face's", "[training_arguments]
   CHECK_FALSE(a.disable_tqdm);                            // HF: None, resolved to False at the default log level
   CHECK(a.report_to == std::vector<std::string>{"all"});  // HF v4
   CHECK_FALSE(a.use_cpu);
+  CHECK(a.ddp_timeout == 1800);  // HF
   // Deliberate improvement (DESIGN, semantics 5): HF defaults to False.
   CHECK(a.restore_callback_states_from_checkpoint);
 }
@@ -508,7 +511,7 @@ TEST_CASE("get_warmup_steps and effective_data_seed", "[training_arguments][deri
 
 TEST_CASE("to_json writes every field with HF spellings", "[training_arguments][json]") {
   const json j = TrainingArguments().to_json();
-  CHECK(j.size() == 41);
+  CHECK(j.size() == 42);
   for (const auto& field : torchtrain::detail::argument_fields<TrainingArguments>())
     CHECK(j.contains(std::string(field.name)));
   CHECK(j.at("eval_strategy") == "no");

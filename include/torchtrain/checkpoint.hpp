@@ -29,6 +29,7 @@
 #include <torch/serialize.h>
 
 #include "torchtrain/checkpoint_manifest.hpp"
+#include "torchtrain/detail/crc32c.hpp"
 #include "torchtrain/detail/durable_file.hpp"
 #include "torchtrain/detail/text_file.hpp"
 #include "torchtrain/detail/warn.hpp"
@@ -50,6 +51,21 @@ inline constexpr const char* kTrainerStateFile = "trainer_state.json";
 inline constexpr const char* kTrainingArgsFile = "training_args.json";
 inline constexpr const char* kManifestFile = CheckpointManifest::kFileName;
 inline constexpr const char* kStagingPrefix = ".tmp-";
+
+/// The processes of a distributed run writing one checkpoint together: each writes its own random state,
+/// rank 0 everything else. `barrier` returns once every rank has called it with the same text. The default is
+/// a single process.
+struct SaveGroup {
+  int rank = 0;
+  int world_size = 1;
+  std::function<void(const std::string&)> barrier;
+};
+
+/// The random-state file of process `rank` of `world_size`: rng_state.pt alone, rng_state_<rank>.pt in a
+/// distributed run (Hugging Face's names).
+inline std::string rng_file_name(int rank, int world_size) {
+  return world_size > 1 ? "rng_state_" + std::to_string(rank) + ".pt" : kRngFile;
+}
 
 namespace detail {
 
@@ -313,11 +329,38 @@ inline fs::path resolve(bool latest, const std::optional<std::string>& path, con
 /// last, then renames the folder into place: a crash at any instant leaves either the complete checkpoint or
 /// none. `optimizer`/`scheduler` may be null (save_only_model). Throws CheckpointError naming the file that
 /// could not be written; the staging folder is removed and earlier checkpoints are untouched.
+///
+/// In a distributed run every rank calls it with its `group`: rank 0 creates the staging folder, every rank
+/// writes its random state into it, and rank 0 lists all of them in the manifest and renames the folder once
+/// they are all written; every rank returns once the checkpoint is complete.
 inline void save(const fs::path& folder, const TrainingArguments& args, const TrainerState& state,
                  const torch::nn::Module& model, const torch::optim::Optimizer* optimizer,
-                 const LRScheduler* scheduler, const nlohmann::json& loop_state) {
+                 const LRScheduler* scheduler, const nlohmann::json& loop_state, const SaveGroup& group = {}) {
   const fs::path parent = folder.parent_path();
   const fs::path staging = parent / (std::string(kStagingPrefix) + folder.filename().string());
+  const bool distributed = group.world_size > 1;
+  const std::string rng_file = rng_file_name(group.rank, group.world_size);
+  auto write_rng = [&](torchtrain::detail::DurableFile& file) {
+    torch::serialize::OutputArchive archive;  // CPU state as "0", CUDA device i as "i+1" (torch::load reads a vector)
+    const auto states = detail::rng_states();
+    for (std::size_t i = 0; i < states.size(); ++i) archive.write(std::to_string(i), states[i]);
+    archive.save_to(file.sink());
+    return file.commit();
+  };
+  if (distributed && group.rank != 0) {
+    group.barrier("waiting for rank 0 to create " + staging.string());
+    try {
+      torchtrain::detail::DurableFile file(staging / rng_file);
+      write_rng(file);
+      if (const auto& hook = detail::after_file_written_hook()) hook(staging / rng_file);
+    } catch (const std::exception& e) {
+      throw CheckpointError("cannot save checkpoint " + folder.string() + ": " + rng_file + ": " +
+                            detail::error_text(e) + "; the checkpoints saved before it are untouched");
+    }
+    group.barrier("writing the random states into " + staging.string());
+    group.barrier("waiting for rank 0 to complete " + folder.string());
+    return;
+  }
   CheckpointManifest manifest;
   manifest.global_step = state.global_step;
   auto write_archive = [&](const char* name, auto&& fill) {
@@ -338,16 +381,25 @@ inline void save(const fs::path& folder, const TrainingArguments& args, const Tr
     fs::create_directories(parent);
     fs::remove_all(staging);
     fs::create_directories(staging);
+    if (distributed) group.barrier("creating " + staging.string());
     write_archive(kModelFile, [&](auto& archive) { model.save(archive); });
     if (optimizer) write_archive(kOptimizerFile, [&](auto& archive) { optimizer->save(archive); });
     if (scheduler) write_text(kSchedulerFile, scheduler->state_dict().dump(2) + "\n");
-    write_archive(kRngFile, [&](auto& archive) {  // CPU state as "0", CUDA device i as "i+1" (torch::load reads a vector)
-      const auto states = detail::rng_states();
-      for (std::size_t i = 0; i < states.size(); ++i) archive.write(std::to_string(i), states[i]);
-    });
+    {
+      torchtrain::detail::DurableFile file(staging / rng_file);
+      manifest.add(rng_file, write_rng(file));
+      if (const auto& hook = detail::after_file_written_hook()) hook(staging / rng_file);
+    }
     write_text(kLoopStateFile, loop_state.dump(2) + "\n");
     write_text(kTrainingArgsFile, args.to_json_string());
     write_text(kTrainerStateFile, state.to_json_string());
+    if (distributed) {
+      group.barrier("writing the random states into " + staging.string());
+      for (int r = 1; r < group.world_size; ++r) {  // written and flushed by their own processes
+        const std::string name = rng_file_name(r, group.world_size);
+        manifest.add(name, torchtrain::detail::crc32c_of_file((staging / name).string()));
+      }
+    }
     manifest.write(staging);  // last: a manifest that agrees with the files proves they are complete
     if (const auto& hook = detail::after_file_written_hook()) hook(staging / kManifestFile);
     detail::fsync_path(staging, true);
@@ -360,6 +412,7 @@ inline void save(const fs::path& folder, const TrainingArguments& args, const Tr
     throw CheckpointError("cannot save checkpoint " + folder.string() + ": " + detail::error_text(e) +
                           "; the checkpoints saved before it are untouched");
   }
+  if (distributed) group.barrier("completing " + folder.string());
 }
 
 struct Loaded {
@@ -371,8 +424,10 @@ struct Loaded {
 /// example the callback states) runs last, inside the same guarantee. The folder must be valid (see
 /// invalid_reason), and every file is read and checked before anything changes. If anything fails, the
 /// model, optimizer, scheduler and RNG are put back exactly as they were and CheckpointError names the file.
+/// The RNG comes from `rng_file` (see rng_file_name), and stays as it is when the checkpoint has no such file.
 inline Loaded load(const fs::path& folder, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
-                   LRScheduler* scheduler, const std::function<void(const TrainerState&)>& restore_more = {}) {
+                   LRScheduler* scheduler, const std::function<void(const TrainerState&)>& restore_more = {},
+                   const std::string& rng_file = kRngFile) {
   const std::string where = "cannot load checkpoint " + folder.string() + ": ";
   if (auto why = invalid_reason(folder)) throw CheckpointError(where + *why);
   auto read_json = [&](const char* file) {
@@ -397,8 +452,8 @@ inline Loaded load(const fs::path& folder, torch::nn::Module& model, torch::opti
     if (has_optimizer) optimizer_archive.load_from((folder / kOptimizerFile).string());
     stage = kSchedulerFile;
     if (scheduler && fs::exists(folder / kSchedulerFile)) scheduler_state = read_json(kSchedulerFile);
-    stage = kRngFile;
-    if (fs::exists(folder / kRngFile)) torch::load(rng, (folder / kRngFile).string());
+    stage = rng_file;
+    if (fs::exists(folder / rng_file)) torch::load(rng, (folder / rng_file).string());
   } catch (const std::exception& e) {
     throw CheckpointError(where + stage + ": " + detail::error_text(e) + "; nothing was changed");
   }
@@ -411,8 +466,8 @@ inline Loaded load(const fs::path& folder, torch::nn::Module& model, torch::opti
     if (has_optimizer) optimizer->load(optimizer_archive);
     stage = kSchedulerFile;
     if (scheduler_state) scheduler->load_state_dict(*scheduler_state);
-    stage = kRngFile;
-    if (!rng.empty()) detail::set_rng_states(rng, (folder / kRngFile).string());
+    stage = rng_file;
+    if (!rng.empty()) detail::set_rng_states(rng, (folder / rng_file).string());
     stage = std::string("the callback states of ") + kTrainerStateFile;
     if (restore_more) restore_more(loaded.state);
   } catch (const std::exception& e) {

@@ -31,4 +31,11 @@ class CheckpointError : public Error {
   using Error::Error;
 };
 
+/// A distributed run cannot start (bad RANK/WORLD_SIZE/MASTER_* variables, an unreachable store), or a
+/// collective failed because another process exited or did not answer within ddp_timeout.
+class DistributedError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace torchtrain

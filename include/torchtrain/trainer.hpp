@@ -28,12 +28,14 @@
 #include "torchtrain/data/data_loader.hpp"
 #include "torchtrain/data/epoch_sampler.hpp"
 #include "torchtrain/detail/edit_distance.hpp"
-#include "torchtrain/detail/loss_tracker.hpp"
 #include "torchtrain/detail/clip_grad.hpp"
+#include "torchtrain/detail/data_parallel.hpp"
+#include "torchtrain/detail/loss_tracker.hpp"
 #include "torchtrain/detail/json_cast.hpp"
 #include "torchtrain/detail/model_io.hpp"
 #include "torchtrain/detail/round.hpp"
 #include "torchtrain/detail/warn.hpp"
+#include "torchtrain/distributed.hpp"
 #include "torchtrain/hyperparameter_search.hpp"
 #include "torchtrain/integrations.hpp"
 #include "torchtrain/lr_scheduler.hpp"
@@ -75,6 +77,11 @@ class ResumeFrom {
 /// The model's forward receives the collated batch, (data, attention_mask) or data alone, whichever it
 /// accepts, and returns logits (the loss then comes from `criterion` and the batch's `target`) or a
 /// ModelOutput that may include "loss". Override compute_loss() for anything else.
+///
+/// When the environment describes a distributed run (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, as torchrun
+/// sets them), the Trainer joins the process group (see distributed.hpp) and trains data-parallel: each rank
+/// reads its shard of every epoch, gradients are averaged before clipping, rank 0's callback decisions apply to
+/// all ranks, evaluation is split and gathered, and only rank 0 writes shared files.
 template <class Model, class TrainDataset, class EvalDataset = TrainDataset,
           class Collator = data::DefaultDataCollator>
 class Trainer {
@@ -113,6 +120,8 @@ class Trainer {
       handler_.add_callback(std::make_shared<ProgressCallback>());
     check_eval_dataset();
     device_ = choose_device(this->args);
+    group_ = world_process_group(std::chrono::seconds(this->args.ddp_timeout), device_);
+    set_process_flags();
     this->model->to(device_);
     context_.model = this->model.ptr().get();
     handler_.on_init_end(this->args, state, control, context_);
@@ -158,6 +167,8 @@ class Trainer {
   const CallbackHandler& callback_handler() const { return handler_; }
 
   const torch::Device& device() const { return device_; }
+  /// The distributed run this Trainer takes part in, or null in a single process.
+  ProcessGroup* process_group() const { return group_.get(); }
 
   /// Runs the training loop. `trial` overrides TrainingArguments fields by name (values are cast to the
   /// field's type) and marks the state as a hyper-parameter search trial; a name that is not a field is an
@@ -166,9 +177,13 @@ class Trainer {
                     std::vector<std::string> ignore_keys_for_eval = {}) {
     std::optional<PreemptionGuard> preemption;
     if (handle_preemption_signals) preemption.emplace();
+    preemption_ = preemption ? &*preemption : nullptr;
+    struct Forget {  // the guard dies with this call
+      const PreemptionGuard*& guard;
+      ~Forget() { guard = nullptr; }
+    } forget{preemption_};
     try {
-      return train_impl(std::move(resume_from_checkpoint), trial, std::move(ignore_keys_for_eval),
-                        preemption ? &*preemption : nullptr);
+      return train_impl(std::move(resume_from_checkpoint), trial, std::move(ignore_keys_for_eval), preemption_);
     } catch (...) {
       context_.exception = std::current_exception();
       handler_.on_exception(args, state, control, context_);
@@ -302,8 +317,30 @@ class Trainer {
     return single;
   }
 
+  // Each process of a distributed run on CUDA takes the device of its LOCAL_RANK.
   static torch::Device choose_device(const TrainingArguments& a) {
-    return !a.use_cpu && torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+    if (a.use_cpu || !torch::cuda::is_available()) return torch::Device(torch::kCPU);
+    const auto env = DistributedEnvironment::from_environment();
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env ? env->local_rank : 0));
+  }
+
+  void set_process_flags() {
+    state.is_world_process_zero = !group_ || group_->rank() == 0;
+    state.is_local_process_zero = !group_ || group_->local_rank() == 0;
+  }
+
+  int world_size() const { return group_ ? group_->world_size() : 1; }
+
+  // Makes rank 0's control flags every rank's where callbacks decide (after on_step_end, on_evaluate and
+  // on_epoch_end), together with any preemption signal one of the ranks received.
+  void agree_on_control() {
+    if (!group_) return;
+    agreed_signal_ = detail::agree_on_control(*group_, control, preemption_ ? preemption_->signal() : 0);
+  }
+
+  // The mean over the ranks of a loss sum each rank kept of its own batches.
+  double averaged(double value, const char* what) {
+    return group_ ? detail::average_over_ranks(*group_, {value}, what).front() : value;
   }
 
   void check_eval_dataset() const {
@@ -346,6 +383,8 @@ class Trainer {
     if (!train_dataset_) throw ArgumentError("train: the Trainer has no train dataset");
     TrainerState fresh;
     state = std::move(fresh);
+    set_process_flags();
+    agreed_signal_ = 0;
     apply_trial(trial);
     args.validate();
     check_eval_dataset();
@@ -362,7 +401,7 @@ class Trainer {
     // Sizes: windows of gradient_accumulation_steps micro-batches per epoch, the last one possibly shorter.
     const std::size_t micro_batch_size = static_cast<std::size_t>(args.per_device_train_batch_size);
     TrainLoader loader(*train_dataset_, data_collator, micro_batch_size, args.dataloader_drop_last,
-                       static_cast<std::size_t>(args.dataloader_num_workers));
+                       static_cast<std::size_t>(args.dataloader_num_workers), static_cast<std::size_t>(world_size()));
     const auto len_dataloader = static_cast<std::int64_t>(loader.num_batches());
     if (len_dataloader == 0)
       throw ArgumentError("train: the train dataset yields no batch (" + std::to_string(loader.num_examples()) +
@@ -372,7 +411,8 @@ class Trainer {
     const std::int64_t updates_per_epoch = std::max<std::int64_t>((len_dataloader + ga - 1) / ga, 1);
     std::int64_t max_steps, num_train_epochs;
     double num_train_samples;
-    const auto total_batch = static_cast<double>(micro_batch_size * static_cast<std::size_t>(ga));
+    const auto total_batch =
+        static_cast<double>(micro_batch_size * static_cast<std::size_t>(ga) * static_cast<std::size_t>(world_size()));
     if (args.max_steps > 0) {
       max_steps = args.max_steps;
       num_train_epochs = max_steps / updates_per_epoch + (max_steps % updates_per_epoch > 0);
@@ -397,9 +437,13 @@ class Trainer {
     if (resume) {
       const auto folder = checkpoint::resolve(resume.latest(), resume.path(), args.output_dir);
       // All or nothing: if the callbacks reject their states, the model and optimizer are put back too.
-      auto loaded = checkpoint::load(folder, *model, optimizer.get(), lr_scheduler.get(), [&](const TrainerState& saved) {
-        if (args.restore_callback_states_from_checkpoint) restore_callback_states(saved);
-      });
+      const std::string rng_file = checkpoint::rng_file_name(group_ ? group_->rank() : 0, world_size());
+      auto loaded = checkpoint::load(
+          folder, *model, optimizer.get(), lr_scheduler.get(),
+          [&](const TrainerState& saved) {
+            if (args.restore_callback_states_from_checkpoint) restore_callback_states(saved);
+          },
+          rng_file);
       const TrainerState saved = loaded.state;
       state = std::move(loaded.state);
       warn_if_intervals_changed(saved, max_steps);
@@ -411,10 +455,11 @@ class Trainer {
       resumed_loop = loaded.loop_state;
       epochs_trained = state.global_step / updates_per_epoch;
       if (!args.ignore_data_skip) steps_trained_in_current_epoch = (state.global_step % updates_per_epoch) * ga;
+      warn_if_world_size_changed(folder, loaded.loop_state, epochs_trained, steps_trained_in_current_epoch / ga);
     }
     state.max_steps = max_steps;
     state.num_train_epochs = num_train_epochs;
-    state.is_local_process_zero = state.is_world_process_zero = true;
+    set_process_flags();
     state.train_batch_size = args.per_device_train_batch_size;
 
     context_.optimizer = optimizer.get();
@@ -436,19 +481,23 @@ class Trainer {
     }
     ignore_keys_for_eval_ = std::move(ignore_keys_for_eval);
 
+    if (group_) detail::broadcast_module(*group_, *model);  // every rank starts from rank 0's weights
     model->train();
     const auto started = std::chrono::steady_clock::now();
     handler_.on_train_begin(args, state, control, context_);
     if (stopped_before) control.should_training_stop = true;  // a run that had stopped stays stopped
     if (args.eval_on_start && !resume) evaluate_during_training(/*track_best=*/false);  // not again on resume
 
-    const data::EpochSampler sampler(loader.num_examples(), args.data_seed.value_or(args.seed));
+    const data::EpochSampler sampler(loader.num_examples(), args.data_seed.value_or(args.seed), /*shuffle=*/true,
+                                     static_cast<std::size_t>(group_ ? group_->rank() : 0),
+                                     static_cast<std::size_t>(world_size()));
     const bool clip = args.max_grad_norm > 0;
     const std::int64_t steps_in_epoch = len_dataloader;
     int preempted_by = 0;
     if (epoch_end_pending) {  // the checkpoint was written at its epoch's last step, before the epoch's end
       control.should_save = false;  // that save was the checkpoint itself
       handler_.on_epoch_end(args, state, control, context_);
+      agree_on_control();
       maybe_log_save_evaluate(losses, Boundary::epoch_end);
       preempted_by = save_if_preempted(preemption, losses, Boundary::epoch_end);
     }
@@ -477,6 +526,7 @@ class Trainer {
         if (!sync) {
           handler_.on_substep_end(args, state, control, context_);
         } else {
+          if (group_) detail::average_gradients(*group_, model->parameters());
           if (clip) last_grad_norm_ = detail::clip_grad_norm(optimizer->param_groups(), args.max_grad_norm);
           handler_.on_pre_optimizer_step(args, state, control, context_);
           optimizer->step();
@@ -487,6 +537,7 @@ class Trainer {
           ++state.global_step;
           state.epoch = static_cast<double>(epoch) + static_cast<double>(step + 1) / static_cast<double>(steps_in_epoch);
           handler_.on_step_end(args, state, control, context_);
+          agree_on_control();
           const Boundary where = step + 1 == steps_in_epoch ? Boundary::last_step_of_epoch : Boundary::step;
           maybe_log_save_evaluate(losses, where);
           preempted_by = save_if_preempted(preemption, losses, where);
@@ -495,6 +546,7 @@ class Trainer {
       }
       if (preempted_by) break;  // the checkpoint runs this epoch's end after the resume
       handler_.on_epoch_end(args, state, control, context_);
+      agree_on_control();
       maybe_log_save_evaluate(losses, Boundary::epoch_end);
       preempted_by = save_if_preempted(preemption, losses, Boundary::epoch_end);
     }
@@ -504,7 +556,8 @@ class Trainer {
     if (args.load_best_model_at_end && state.best_model_checkpoint && !preempted_by) load_best_model();
 
     const double runtime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    const double train_loss = losses.total() / std::max<double>(static_cast<double>(state.global_step), 0.001);
+    const double train_loss = averaged(losses.total(), "averaging the training loss") /
+                              std::max<double>(static_cast<double>(state.global_step), 0.001);
     LogEntry summary;
     summary["train_runtime"] = detail::round_to(runtime, 4);
     summary["train_samples_per_second"] = detail::round_to(num_train_samples / runtime, 3);
@@ -546,7 +599,8 @@ class Trainer {
 
   void maybe_log_save_evaluate(detail::LossTracker& losses, Boundary where) {
     if (control.should_log && state.global_step > last_logged_step_) {
-      const double interval_loss = losses.take_interval();  // the one host-device sync, at logging steps only
+      // The one host-device sync (and, distributed, the one loss all-reduce), at logging steps only.
+      const double interval_loss = averaged(losses.take_interval(), "averaging the logged loss");
       LogEntry logs;
       logs["loss"] = detail::round_to(interval_loss / static_cast<double>(state.global_step - last_logged_step_), 4);
       if (last_grad_norm_.defined()) logs["grad_norm"] = last_grad_norm_.item<double>();
@@ -564,7 +618,8 @@ class Trainer {
   // After SIGTERM/SIGINT: a checkpoint at this step boundary, written whatever save_strategy says because losing
   // the run costs more than one checkpoint, then on_save with should_training_stop set. Returns the signal, or 0.
   int save_if_preempted(const PreemptionGuard* preemption, detail::LossTracker& losses, Boundary where) {
-    const int signal = preemption ? preemption->signal() : 0;
+    // Distributed, only the signal agreed on at the last decision point counts, so all ranks stop together.
+    const int signal = group_ ? agreed_signal_ : preemption ? preemption->signal() : 0;
     if (signal == 0) return 0;
     const bool save = last_saved_step_ != state.global_step;
     if (save) save_checkpoint(losses, where);  // before the stop flag, which the checkpoint must not carry
@@ -620,19 +675,43 @@ class Trainer {
       if (auto s = cb->state()) callback_states.emplace_back(cb->name(), std::move(*s));
     callback_states.emplace_back("TrainerControl", control.state());
     state.set_stateful_callback_states(callback_states);
-    if (!state.is_world_process_zero) return;
     // Beyond the loss sums, what an exact continuation needs: the logging window (the next logged loss is
     // averaged since last_logged_step), what an epoch-end log reports, and whether on_epoch_end is still due.
+    // Distributed, the sums are averaged over the ranks, and every rank resumes from that average: a mean
+    // over the ranks of (average + what follows) is the mean of the uninterrupted sums.
     nlohmann::json loop = losses.state();
+    checkpoint::SaveGroup ranks;
+    if (group_) {
+      const auto mean = detail::average_over_ranks(
+          *group_, {loop["interval_loss"].get<double>(), loop["total_loss"].get<double>()}, "averaging the loss sums");
+      loop["interval_loss"] = mean[0];
+      loop["total_loss"] = mean[1];
+      loop["world_size"] = group_->world_size();
+      ranks = {group_->rank(), group_->world_size(), [this](const std::string& what) { group_->barrier(what); }};
+    }
     loop["last_logged_step"] = last_logged_step_;
     loop["learning_rate"] = last_learning_rate_;
     if (last_grad_norm_.defined()) loop["grad_norm"] = last_grad_norm_.item<double>();
     loop["epoch_end_pending"] =
         where == Boundary::last_step_of_epoch || (where == Boundary::step && control.should_training_stop);
     checkpoint::save(folder, args, state, *model, args.save_only_model ? nullptr : optimizer.get(),
-                     args.save_only_model ? nullptr : lr_scheduler.get(), loop);
+                     args.save_only_model ? nullptr : lr_scheduler.get(), loop, ranks);
     last_saved_step_ = state.global_step;
-    checkpoint::rotate(args.output_dir, args.save_total_limit, state.best_model_checkpoint);
+    if (state.is_world_process_zero) checkpoint::rotate(args.output_dir, args.save_total_limit, state.best_model_checkpoint);
+  }
+
+  // Each process's random state cannot carry over to a different number of processes; the data position is
+  // then where global_step falls in this run's (differently sized) epochs.
+  void warn_if_world_size_changed(const std::filesystem::path& folder, const nlohmann::json& loop,
+                                  std::int64_t epoch, std::int64_t update_in_epoch) const {
+    const std::int64_t saved = loop.is_object() ? loop.value("world_size", std::int64_t{1}) : 1;
+    if (saved == world_size()) return;
+    detail::warn("Resuming from " + folder.string() + ", written by " + std::to_string(saved) +
+                 " process(es), with " + std::to_string(world_size()) +
+                 ": the per-process random states are not restored, and the data position is recomputed for " +
+                 std::to_string(world_size()) + " process(es) (epoch " + std::to_string(epoch) + ", update " +
+                 std::to_string(update_in_epoch) + " of the epoch); the run continues but does not repeat an "
+                 "uninterrupted one. Resume with " + std::to_string(saved) + " process(es) for an exact continuation.");
   }
 
   // Restores every stateful callback and the control from `saved`, or, if one of them throws, none of them.
@@ -684,6 +763,7 @@ class Trainer {
     context_.metrics = &metrics;
     handler_.on_evaluate(args, state, control, context_);
     context_.metrics = nullptr;
+    agree_on_control();
     return metrics;
   }
 
@@ -692,10 +772,13 @@ class Trainer {
     const auto started = std::chrono::steady_clock::now();
     EvalLoader loader(dataset, data_collator, static_cast<std::size_t>(args.per_device_eval_batch_size),
                       /*drop_last=*/false, static_cast<std::size_t>(args.dataloader_num_workers));
-    eval_info_ = {loader.num_batches(), loader.num_examples(), loader.batch_size()};
+    // Distributed, each rank evaluates examples rank, rank + world, ... and the results are gathered.
+    std::vector<std::size_t> order = group_ ? detail::evaluation_shard(loader.num_examples(), group_->rank(), world_size())
+                                            : std::vector<std::size_t>(loader.num_examples());
+    if (!group_) std::iota(order.begin(), order.end(), std::size_t{0});
+    const std::size_t num_batches = (order.size() + loader.batch_size() - 1) / loader.batch_size();
+    eval_info_ = {num_batches, loader.num_examples(), loader.batch_size()};
     context_.eval_dataloader = &eval_info_;
-    std::vector<std::size_t> order(loader.num_examples());
-    std::iota(order.begin(), order.end(), std::size_t{0});
     loader.start_epoch(std::move(order));
 
     const bool was_training = model->is_training();
@@ -704,7 +787,7 @@ class Trainer {
     const bool collect = keep_predictions || static_cast<bool>(compute_metrics);
     std::vector<torch::Tensor> predictions, labels;
     torch::Tensor loss_sum;
-    for (std::size_t b = 0; b < loader.num_batches(); ++b) {
+    for (std::size_t b = 0; b < num_batches; ++b) {
       Batch batch = detail::to_device(loader.next(), device_);
       auto out = compute_loss(model, batch, ignore_keys);
       const auto label = detail::labels_of(batch);
@@ -726,6 +809,16 @@ class Trainer {
     result.num_samples = loader.num_examples();
     if (!predictions.empty()) result.predictions = torch::cat(predictions);
     if (!labels.empty()) result.labels = torch::cat(labels);
+    if (group_) {  // every rank gets the whole set's outputs and loss, so every rank computes the same metrics
+      if (collect) {
+        result.predictions = detail::gather_evaluation(*group_, result.predictions, result.num_samples, "predictions");
+        result.labels = detail::gather_evaluation(*group_, result.labels, result.num_samples, "labels");
+      }
+      const auto sums = detail::average_over_ranks(
+          *group_, {loss_sum.defined() ? loss_sum.item<double>() : 0.0, loss_sum.defined() ? 1.0 : 0.0},
+          "summing the evaluation loss");
+      if (sums[1] > 0) loss_sum = torch::tensor(sums[0] * world_size(), torch::kDouble);
+    }
     Metrics computed;
     if (compute_metrics && result.predictions.defined() && result.labels.defined())
       computed = compute_metrics(EvalPrediction{result.predictions, result.labels});
@@ -736,7 +829,7 @@ class Trainer {
     const double runtime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     m[prefix + "_runtime"] = detail::round_to(runtime, 4);
     m[prefix + "_samples_per_second"] = detail::round_to(static_cast<double>(result.num_samples) / runtime, 3);
-    m[prefix + "_steps_per_second"] = detail::round_to(static_cast<double>(loader.num_batches()) / runtime, 3);
+    m[prefix + "_steps_per_second"] = detail::round_to(static_cast<double>(num_batches) / runtime, 3);
     return result;
   }
 
@@ -752,6 +845,9 @@ class Trainer {
   double last_learning_rate_ = 0.0;
   std::vector<std::string> ignore_keys_for_eval_;
   std::optional<std::string> trial_name_;  // during hyperparameter_search: the trial's folder under output_dir
+  std::shared_ptr<ProcessGroup> group_;  // null in a single process
+  const PreemptionGuard* preemption_ = nullptr;  // while train() runs
+  int agreed_signal_ = 0;                        // the preemption signal the ranks last agreed on
 };
 
 template <class M, class T>

@@ -91,6 +91,9 @@ struct TrainingArguments {
   std::vector<std::string> report_to{"all"};  // all, none, or of tensorboard, csv, jsonl
   bool use_cpu = false;
 
+  // Distributed training (under torchrun, or with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set)
+  std::int64_t ddp_timeout = 1800;  // seconds any collective may wait for the other processes
+
   /// Applies Hugging Face's post-init rules: fills eval_steps, metric_for_best_model and greater_is_better
   /// when they are derived, and throws ArgumentError naming the field, its value and the fix for anything
   /// invalid. Every factory below calls it, and so does the Trainer; calling it twice changes nothing.
@@ -199,6 +202,8 @@ inline void TrainingArguments::validate() {
         field.member);
   }
 
+  at_least("ddp_timeout", static_cast<double>(ddp_timeout), 1,
+           "must be at least 1 second; it bounds how long a process waits for the others");
   if (output_dir.empty())
     fail("output_dir", "\"\"", "give the folder for checkpoints and outputs, e.g. --output_dir out");
 

@@ -18,6 +18,7 @@
 #include <c10/util/ArrayRef.h>
 
 #include "torchtrain/data/collators.hpp"
+#include "torchtrain/data/epoch_sampler.hpp"
 #include "torchtrain/errors.hpp"
 
 namespace torchtrain::data {
@@ -32,7 +33,8 @@ struct has_stacked_batch<Dataset, std::void_t<decltype(std::declval<Dataset&>().
 
 /// Batch k of an epoch holds the examples order[k*batch_size, (k+1)*batch_size), fetched with the
 /// dataset's get_batch and merged by the collator. Workers only prepare batches ahead of time; which
-/// examples form batch k never depends on how many workers there are, and batches arrive in order.
+/// examples form batch k never depends on how many workers there are, and batches arrive in order. With
+/// `num_replicas` > 1 each epoch's order is this rank's shard (EpochSampler), of shard_size examples.
 template <class Dataset, class Collator>
 class DataLoader {
  public:
@@ -40,9 +42,9 @@ class DataLoader {
   using Batch = std::invoke_result_t<const Collator&, Examples>;
 
   DataLoader(Dataset& dataset, const Collator& collator, std::size_t batch_size, bool drop_last,
-             std::size_t num_workers = 0)
+             std::size_t num_workers = 0, std::size_t num_replicas = 1)
       : dataset_(&dataset), collator_(&collator), batch_size_(batch_size), drop_last_(drop_last),
-        num_workers_(num_workers) {
+        num_workers_(num_workers), num_replicas_(num_replicas) {
     if (batch_size == 0) throw ArgumentError("DataLoader: batch_size must be at least 1");
   }
   ~DataLoader() { stop_workers(); }
@@ -52,7 +54,7 @@ class DataLoader {
   std::size_t num_examples() const { return dataset_->size().value(); }
   std::size_t batch_size() const { return batch_size_; }
   std::size_t num_batches() const {
-    const std::size_t n = num_examples();
+    const std::size_t n = EpochSampler::shard_size(num_examples(), num_replicas_);
     return drop_last_ ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
   }
 
@@ -85,6 +87,11 @@ class DataLoader {
     std::exception_ptr error;
   };
 
+  // Batches of the current epoch's order, which may be shorter than the dataset (an evaluation shard).
+  std::size_t batches_in_order() const {
+    return drop_last_ ? order_.size() / batch_size_ : (order_.size() + batch_size_ - 1) / batch_size_;
+  }
+
   Batch load(std::size_t k) const {
     const std::size_t begin = k * batch_size_;
     const std::size_t end = std::min(begin + batch_size_, order_.size());
@@ -108,7 +115,7 @@ class DataLoader {
           {
             std::unique_lock<std::mutex> lock(mutex_);
             space_.wait(lock, [&] { return stopping_ || claimed_ < consumed_ + lookahead; });
-            if (stopping_ || claimed_ >= num_batches()) return;
+            if (stopping_ || claimed_ >= batches_in_order()) return;
             k = claimed_++;
           }
           Slot slot;
@@ -141,6 +148,7 @@ class DataLoader {
   std::size_t batch_size_;
   bool drop_last_;
   std::size_t num_workers_;
+  std::size_t num_replicas_;
   std::vector<std::size_t> order_;
   std::size_t next_ = 0;
 

@@ -77,6 +77,8 @@ const std::vector<ArgumentField<Args>>& argument_fields() {
       {"disable_tqdm", &Args::disable_tqdm, "hide the progress bar (print logs instead)"},
       {"report_to", &Args::report_to, "integrations to report to, comma separated; all or none"},
       {"use_cpu", &Args::use_cpu, "train on the CPU even when a GPU is available"},
+      {"ddp_timeout", &Args::ddp_timeout,
+       "seconds a distributed collective waits for the other processes before failing"},
   };
   return fields;
 }
