@@ -35,10 +35,17 @@ echo "== loop overhead"
 echo "== callgrind instruction counts"
 if command -v valgrind >/dev/null; then
   # valgrind 3.19 cannot run AVX-512 code, which LibTorch, OpenBLAS and oneDNN pick on CPUs that have it.
+  # A run counts only if the program got to its end ("<n> steps"): valgrind stops at instructions it cannot
+  # decode (it then reports what it counted so far).
   instructions() {  # instructions of one run: side, epochs
-    ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell ONEDNN_MAX_CPU_ISA=AVX2 \
-      valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin/loop_overhead" --single "$1" --epochs "$2" 2>&1 |
-      sed -n 's/.*Collected : \([0-9]*\).*/\1/p' || true
+    local log
+    log=$(ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell ONEDNN_MAX_CPU_ISA=AVX2 \
+      valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin/loop_overhead" --single "$1" --epochs "$2" 2>&1 || true)
+    if grep -q '^[0-9]* steps$' <<<"$log"; then
+      sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$log"
+    else
+      grep -m1 'unhandled instruction' <<<"$log" >&2 || true
+    fi
   }
   short=2 long=6 steps_per_epoch=64
   hand_short=$(instructions hand $short) hand_long=$(instructions hand $long)
