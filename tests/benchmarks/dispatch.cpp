@@ -34,7 +34,6 @@ void on_step_end(benchmark::State& bench) {
     handler.on_step_end(args, state, control, context);
     benchmark::ClobberMemory();
   }
-  bench.counters["callbacks"] = static_cast<double>(bench.range(0));
 }
 
 // on_step_begin also clears three control flags before the callbacks run.
@@ -48,7 +47,6 @@ void on_step_begin(benchmark::State& bench) {
     handler.on_step_begin(args, state, control, context);
     benchmark::ClobberMemory();
   }
-  bench.counters["callbacks"] = 0;
 }
 
 }  // namespace

@@ -23,8 +23,8 @@ rm -f "$out"/*.json
 cmake --build "$build" --target loop_overhead dispatch state_scale checkpoint_io benchmark_report
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
-torch_version=$(grep -m1 -o 'TORCH_VERSION "[^"]*"' /usr/include/torch/csrc/api/include/torch/version.h 2>/dev/null |
-  cut -d'"' -f2 || true)
+torch_version=$(awk '/define TORCH_VERSION_(MAJOR|MINOR|PATCH)/ {v = v (v == "" ? "" : ".") $3} END {print v}' \
+  /usr/include/torch/csrc/api/include/torch/version.h 2>/dev/null || true)
 printf '{"description": "%s cores (%s), %s GiB, %s, LibTorch %s, load average %s at the start"}\n' \
   "$(nproc)" "$cpu" "$(awk '/MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)" \
   "$(c++ --version | head -1)" "${torch_version:-?}" "$(cut -d' ' -f1 /proc/loadavg)" >"$out/machine.json"
