@@ -523,6 +523,14 @@ TEST_CASE("rotation deletes the oldest checkpoints by step number, whatever thei
   CHECK(fs::exists(dir / "checkpoint-notes"));
 }
 
+TEST_CASE("only folders named checkpoint-<digits> count as checkpoints") {
+  TempDir dir("names");
+  for (const char* name : {"checkpoint-3", "checkpoint-12", "checkpoint-", "checkpoint-1a", "checkpoint--1",
+                           "checkpoint-99999999999999999999999", "xcheckpoint-5", "Checkpoint-7"})
+    fs::create_directories(dir / name);
+  CHECK(names(tt::checkpoint::sorted_checkpoints(dir.path())) == std::vector<std::string>{"checkpoint-3", "checkpoint-12"});
+}
+
 TEST_CASE("rotation keeps the best checkpoint in addition to the newest ones (REF 8.3 bubble rule)") {
   auto rotated = [](int64_t limit, std::optional<int> best, std::vector<int> steps) {
     TempDir dir("bubble");

@@ -1,4 +1,7 @@
 // The Trainer end to end: exact event sequences, logged values, learning, evaluate/predict, checkpoints.
+#include <cmath>
+#include <limits>
+
 #include <catch2/catch.hpp>
 
 #include <torchtrain/torchtrain.hpp>
@@ -387,6 +390,39 @@ TEST_CASE("the logged loss is the mean of the per-update losses since the previo
   const auto& log = trainer.state.log_history;
   CHECK(log[0]["loss"].get<double>() == Approx((losses[0] + losses[1] + losses[2]) / 3).margin(1e-4));
   CHECK(log[1]["loss"].get<double>() == Approx((losses[3] + losses[4] + losses[5]) / 3).margin(1e-4));
+}
+
+TEST_CASE("a NaN loss is replaced by the running mean (logging_nan_inf_filter), for float and double losses") {
+  // A float32 loss on the CPU is folded at once; others go through the device buffer: same numbers either way.
+  const auto dtype = GENERATE(torch::kFloat, torch::kDouble);
+  const bool filter = GENERATE(true, false);
+  TempDir dir("nanfilter");
+  auto args = quiet_args(dir.str());
+  args.per_device_train_batch_size = 4;
+  args.logging_steps = 4;
+  args.max_steps = 4;
+  args.learning_rate = 0.0;
+  args.max_grad_norm = 0.0;
+  args.logging_nan_inf_filter = filter;
+  tt::Trainer trainer(Mlp(), args, Blobs(16, 4));
+  std::vector<double> losses;
+  trainer.criterion = [&](const torch::Tensor& logits, const torch::Tensor& labels) {
+    auto loss = torch::nn::functional::cross_entropy(logits, labels).to(dtype);
+    losses.push_back(loss.item<double>());
+    // The third loss is NaN; its gradient stays finite, so the weights do not change.
+    return losses.size() == 3 ? loss + std::numeric_limits<double>::quiet_NaN() : loss;
+  };
+  trainer.train();
+  REQUIRE(losses.size() == 4);
+  const double logged = trainer.state.log_history.at(0)["loss"].get<double>();
+  if (filter) {
+    // HF: tr_loss += tr_loss / (1 + global_step - last_logged_step), with global_step = 2 at the third step.
+    const float before_nan = static_cast<float>(losses[0]) + static_cast<float>(losses[1]);
+    const double expected = (before_nan + before_nan / 3.0f + static_cast<float>(losses[3])) / 4.0;
+    CHECK(logged == Approx(expected).margin(1e-4));  // logged losses are rounded to 4 decimals, as HF does
+  } else {
+    CHECK(std::isnan(logged));
+  }
 }
 
 TEST_CASE("a tiny problem actually learns") {

@@ -11,8 +11,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <regex>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -79,11 +80,16 @@ inline void fsync_path(const fs::path& path, bool directory) {
 
 // checkpoint-<N> -> N, or nothing for other names.
 inline std::optional<std::int64_t> checkpoint_step(const fs::path& folder) {
-  static const std::regex pattern("^checkpoint-([0-9]+)$");
-  std::smatch m;
+  constexpr std::string_view prefix = "checkpoint-";
   const std::string name = folder.filename().string();
-  if (!std::regex_match(name, m, pattern)) return std::nullopt;
-  return std::stoll(m[1].str());
+  if (name.size() == prefix.size() || name.compare(0, prefix.size(), prefix) != 0 ||
+      name.find_first_not_of("0123456789", prefix.size()) != std::string::npos)
+    return std::nullopt;
+  try {
+    return std::stoll(name.substr(prefix.size()));
+  } catch (const std::out_of_range&) {  // more digits than a step can have: not one of ours
+    return std::nullopt;
+  }
 }
 
 // LibTorch's messages without the C++ backtrace it appends.

@@ -520,7 +520,7 @@ class Trainer {
           throw ArgumentError("train: the model returned no loss and the batch has no labels to compute one");
         torch::Tensor loss = window > 1 ? out.loss / static_cast<double>(window) : out.loss;
         loss.backward();
-        losses.add(loss.detach(), state.global_step - last_logged_step_);
+        losses.add(loss, state.global_step - last_logged_step_);
 
         const bool sync = step + 1 == window_start + window;
         if (!sync) {

@@ -95,7 +95,8 @@ class TensorDataset : public torch::data::datasets::Dataset<TensorDataset> {
     const auto rows = torch::from_blob(const_cast<std::size_t*>(indices.data()),
                                        {static_cast<std::int64_t>(indices.size())}, torch::kLong);
     static_assert(sizeof(std::size_t) == sizeof(std::int64_t), "indices are read as int64");
-    return {features_.index_select(0, rows.to(features_.device())), labels_.index_select(0, rows.to(labels_.device()))};
+    const auto on = [&rows](const torch::Tensor& t) { return t.is_cpu() ? rows : rows.to(t.device()); };
+    return {features_.index_select(0, on(features_)), labels_.index_select(0, on(labels_))};
   }
 
   const torch::Tensor& features() const { return features_; }

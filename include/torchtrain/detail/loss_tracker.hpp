@@ -15,7 +15,8 @@ namespace torchtrain::detail {
 /// NaN/Inf micro-batch loss by `tr_loss / (1 + global_step - last_logged_step)`; checking that each step
 /// would wait for the device. Instead each loss is copied into a device buffer (no wait) and the buffer is
 /// folded on the host, in order and in float32, when a log or a checkpoint needs the sum or when it is full:
-/// the same numbers as HF, with one synchronisation per logging step.
+/// the same numbers as HF, with one synchronisation per logging step. A float32 loss on the CPU has nothing
+/// to wait for: it is folded at once, straight from memory.
 class LossTracker {
  public:
   explicit LossTracker(bool nan_inf_filter, std::int64_t capacity = 256)
@@ -23,12 +24,17 @@ class LossTracker {
     pending_steps_.reserve(static_cast<std::size_t>(capacity));
   }
 
-  /// `loss` is the scaled, detached micro-batch loss; `steps_since_log` = global_step - last_logged_step.
+  /// `loss` is the scaled micro-batch loss (a scalar); `steps_since_log` = global_step - last_logged_step.
   void add(const torch::Tensor& loss, std::int64_t steps_since_log) {
+    if (loss.is_cpu() && loss.scalar_type() == torch::kFloat) {
+      fold();  // anything pending from another device comes first
+      fold_one(*loss.data_ptr<float>(), steps_since_log);
+      return;
+    }
     if (!buffer_.defined() || buffer_.device() != loss.device())
       buffer_ = torch::empty({capacity_}, loss.options().dtype(torch::kFloat));
     if (static_cast<std::int64_t>(pending_steps_.size()) == capacity_) fold();
-    buffer_.select(0, static_cast<std::int64_t>(pending_steps_.size())).copy_(loss, /*non_blocking=*/true);
+    buffer_.select(0, static_cast<std::int64_t>(pending_steps_.size())).copy_(loss.detach(), /*non_blocking=*/true);
     pending_steps_.push_back(steps_since_log);
   }
 
@@ -64,13 +70,15 @@ class LossTracker {
     const auto values =
         buffer_.narrow(0, 0, static_cast<std::int64_t>(pending_steps_.size())).to(torch::kCPU).contiguous();
     const float* v = values.data_ptr<float>();
-    for (std::size_t i = 0; i < pending_steps_.size(); ++i) {
-      if (nan_inf_filter_ && !std::isfinite(v[i]))
-        interval_ = interval_ + interval_ / static_cast<float>(1 + pending_steps_[i]);
-      else
-        interval_ = interval_ + v[i];
-    }
+    for (std::size_t i = 0; i < pending_steps_.size(); ++i) fold_one(v[i], pending_steps_[i]);
     pending_steps_.clear();
+  }
+
+  void fold_one(float loss, std::int64_t steps_since_log) {
+    if (nan_inf_filter_ && !std::isfinite(loss))
+      interval_ = interval_ + interval_ / static_cast<float>(1 + steps_since_log);
+    else
+      interval_ = interval_ + loss;
   }
 
   bool nan_inf_filter_;

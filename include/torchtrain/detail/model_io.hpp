@@ -59,15 +59,18 @@ torch::Tensor labels_of(const Batch& batch) {
     return {};
 }
 
+// A tensor already on `device` is returned as is, without a trip through the dispatcher.
+inline torch::Tensor to_device(const torch::Tensor& tensor, const torch::Device& device) {
+  if (!tensor.defined() || tensor.device() == device) return tensor;
+  return tensor.to(device, /*non_blocking=*/true);
+}
+
 template <class Batch>
-Batch to_device(const Batch& batch, const torch::Device& device) {
-  if constexpr (std::is_same_v<Batch, torch::Tensor>) {
-    return batch.to(device, /*non_blocking=*/true);
-  } else if constexpr (has_target<Batch>::value && !has_attention_mask<Batch>::value) {
-    Batch moved = batch;
-    moved.data = batch.data.to(device, /*non_blocking=*/true);
-    if (batch.target.defined()) moved.target = batch.target.to(device, /*non_blocking=*/true);
-    return moved;
+Batch to_device(Batch batch, const torch::Device& device) {
+  if constexpr (has_target<Batch>::value && !has_attention_mask<Batch>::value) {
+    batch.data = to_device(batch.data, device);
+    batch.target = to_device(batch.target, device);
+    return batch;
   } else {
     return batch.to(device, /*non_blocking=*/true);
   }

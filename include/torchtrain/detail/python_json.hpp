@@ -376,7 +376,11 @@ inline nlohmann::json parse_python_json(std::string_view text, const std::string
   nlohmann::json result;
   PythonJsonSax sax(result, std::move(specials), source);
   try {
-    nlohmann::json::sax_parse(scrubbed, &sax);
+    // nlohmann's own parser class, as json::sax_parse runs it: sax_parse itself also instantiates the
+    // CBOR/MessagePack/BSON/UBJSON readers (a runtime switch on the format), a tenth of a Trainer's object code.
+    using Adapter = nlohmann::detail::iterator_input_adapter<const char*>;
+    const char* first = scrubbed.data();
+    nlohmann::detail::parser<nlohmann::json, Adapter>(Adapter(first, first + scrubbed.size())).sax_parse(&sax);
     return result;
   } catch (const nlohmann::json::parse_error& e) {
     const std::string message = json_error_reason(e);
