@@ -15,24 +15,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "datasets.hpp"
 #include "support.hpp"
 
 namespace tt = torchtrain;
 namespace fs = std::filesystem;
+using tt_test::Blobs;
 using tt_test::TempDir;
 
 namespace {
-
-struct Blobs : torch::data::datasets::Dataset<Blobs> {
-  torch::Tensor x, y;
-  Blobs(int64_t n, uint64_t seed) {
-    auto gen = at::detail::createCPUGenerator(seed);
-    y = torch::randint(0, 2, {n}, gen);
-    x = torch::randn({n, 4}, gen) + y.unsqueeze(1).to(torch::kFloat) * 2.0;
-  }
-  torch::data::Example<> get(size_t i) override { return {x[static_cast<int64_t>(i)], y[static_cast<int64_t>(i)]}; }
-  torch::optional<size_t> size() const override { return static_cast<size_t>(x.size(0)); }
-};
 
 struct MlpImpl : torch::nn::Module {
   torch::nn::Linear fc1, fc2;

@@ -6,35 +6,31 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
-#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
 #include <torchtrain/checkpoint.hpp>
 #include <torchtrain/preemption.hpp>
 
+#include "processes.hpp"
 #include "support.hpp"
-
-extern char** environ;
 
 namespace {
 
 namespace fs = std::filesystem;
+using Child = tt_test::ChildProcess;
+using tt_test::describe_status;
 
 // train_classifier's model, to load the model.pt files it writes.
 struct ClassifierImpl : torch::nn::Module {
@@ -50,61 +46,6 @@ std::vector<std::string> split_flags(const std::string& flags) {
   std::vector<std::string> out;
   for (std::string word; in >> word;) out.push_back(word);
   return out;
-}
-
-/// A child process whose stdout and stderr go to `log`.
-class Child {
- public:
-  Child(const std::string& program, const std::vector<std::string>& arguments, const fs::path& log) {
-    std::vector<std::string> words{program};
-    words.insert(words.end(), arguments.begin(), arguments.end());
-    std::vector<char*> argv;
-    for (auto& w : words) argv.push_back(w.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    const int rc = posix_spawn(&pid_, program.c_str(), &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    REQUIRE(rc == 0);
-  }
-  ~Child() {
-    if (!status_) {
-      ::kill(pid_, SIGKILL);
-      wait();
-    }
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  pid_t pid() const { return pid_; }
-  bool running() {
-    if (status_) return false;
-    int raw = 0;
-    if (::waitpid(pid_, &raw, WNOHANG) == pid_) status_ = raw;
-    return !status_;
-  }
-  int wait() {
-    if (!status_) {
-      int raw = 0;
-      while (::waitpid(pid_, &raw, 0) < 0 && errno == EINTR) {
-      }
-      status_ = raw;
-    }
-    return *status_;
-  }
-  void signal(int sig) const { REQUIRE(::kill(pid_, sig) == 0); }
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
-
-std::string describe(int status) {
-  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
-  return "raw status " + std::to_string(status);
 }
 
 /// Counts the lines of a file another process appends to.
@@ -159,7 +100,7 @@ void run_to_end(const Setup& s, const fs::path& dir, bool resume) {
   Child child(TORCHTRAIN_TRAIN_CLASSIFIER, classifier_args(s, dir, resume), dir / "log.txt");
   const int status = child.wait();
   INFO(tt_test::read_file(dir / "log.txt"));
-  REQUIRE(describe(status) == "exit status 0");
+  REQUIRE(describe_status(status) == "exit status 0");
 }
 
 bool has_checkpoint(const fs::path& dir) {
@@ -224,11 +165,11 @@ void check_kill_and_resume(const Setup& s, std::uint32_t seed, int kills = 3) {
                 killed / "log.txt");
     if (!wait_for_lines(child, trace, target)) {
       INFO(tt_test::read_file(killed / "log.txt"));
-      REQUIRE(describe(child.wait()) == "exit status 0");
+      REQUIRE(describe_status(child.wait()) == "exit status 0");
       break;
     }
     child.signal(SIGKILL);
-    REQUIRE(describe(child.wait()) == "killed by signal 9");
+    REQUIRE(describe_status(child.wait()) == "killed by signal 9");
     ++done;
   }
   INFO(s.name << ": " << done << " kills");
@@ -304,7 +245,7 @@ TEST_CASE("SIGTERM saves a checkpoint at the next step and exits with 143, and t
     child.signal(SIGTERM);
     const int status = child.wait();
     INFO(tt_test::read_file(preempted / "log.txt"));
-    REQUIRE(describe(status) == "exit status 143");
+    REQUIRE(describe_status(status) == "exit status 143");
   }
   // save_strategy is no, so the one checkpoint is the preemption's, at the step after the signal.
   const auto events = trace_events(preempted / "trace.jsonl");
@@ -331,7 +272,7 @@ TEST_CASE("SIGINT saves a checkpoint and exits with 130, and a second SIGTERM st
     child.signal(SIGINT);
     const int status = child.wait();
     INFO(tt_test::read_file(interrupted / "log.txt"));
-    CHECK(describe(status) == "exit status 130");
+    CHECK(describe_status(status) == "exit status 130");
     CHECK(torchtrain::checkpoint::sorted_checkpoints(interrupted.path()).size() == 1);
   }
   {
@@ -345,7 +286,7 @@ TEST_CASE("SIGINT saves a checkpoint and exits with 130, and a second SIGTERM st
     child.signal(SIGTERM);
     const int status = child.wait();
     INFO(tt_test::read_file(twice / "log.txt"));
-    CHECK(describe(status) == "killed by signal 15");
+    CHECK(describe_status(status) == "killed by signal 15");
   }
 }
 
@@ -354,7 +295,7 @@ TEST_CASE("a process killed in the middle of a save resumes from the checkpoint 
   {
     Child child(TORCHTRAIN_CRASH_DURING_SAVE, {reference.str(), "run"}, reference / "log.txt");
     INFO(tt_test::read_file(reference / "log.txt"));
-    REQUIRE(describe(child.wait()) == "exit status 0");
+    REQUIRE(describe_status(child.wait()) == "exit status 0");
   }
   // The third save (checkpoint-12) dies after its first file, or after its manifest, the last file before the rename.
   for (const char* files : {"1", "8"}) {
@@ -362,7 +303,7 @@ TEST_CASE("a process killed in the middle of a save resumes from the checkpoint 
     {
       Child child(TORCHTRAIN_CRASH_DURING_SAVE, {dir.str(), "kill", "3", files}, dir / "log.txt");
       INFO(tt_test::read_file(dir / "log.txt"));
-      REQUIRE(describe(child.wait()) == "killed by signal 9");
+      REQUIRE(describe_status(child.wait()) == "killed by signal 9");
     }
     INFO("killed after file " << files);
     CHECK(fs::is_directory(dir / ".tmp-checkpoint-12"));
@@ -371,7 +312,7 @@ TEST_CASE("a process killed in the middle of a save resumes from the checkpoint 
     {
       Child child(TORCHTRAIN_CRASH_DURING_SAVE, {dir.str(), "resume"}, dir / "log.txt");
       INFO(tt_test::read_file(dir / "log.txt"));
-      REQUIRE(describe(child.wait()) == "exit status 0");
+      REQUIRE(describe_status(child.wait()) == "exit status 0");
     }
     CHECK(!fs::exists(dir / ".tmp-checkpoint-12"));
     Classifier a(8, 32, 3), b(8, 32, 3);  // crash_during_save's model

@@ -5,7 +5,6 @@
 
 #include <catch2/catch.hpp>
 
-#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -18,9 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,9 +27,8 @@
 #include <torchtrain/data/epoch_sampler.hpp>
 #include <torchtrain/distributed.hpp>
 
+#include "processes.hpp"
 #include "support.hpp"
-
-extern char** environ;
 
 namespace {
 
@@ -79,60 +75,7 @@ std::vector<std::string> environment_with(const std::vector<std::string>& extra)
   return env;
 }
 
-/// The worker as a child process, output to `log`; killed when the object dies before it ended.
-class Worker {
- public:
-  Worker(const std::vector<std::string>& arguments, const std::vector<std::string>& env, const fs::path& log)
-      : log_(log) {
-    std::vector<std::string> words{TORCHTRAIN_DISTRIBUTED_WORKER};
-    words.insert(words.end(), arguments.begin(), arguments.end());
-    std::vector<char*> argv, envp;
-    for (auto& w : words) argv.push_back(w.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> env_copy = env;
-    for (auto& e : env_copy) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    const int rc = posix_spawn(&pid_, words[0].c_str(), &actions, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    REQUIRE(rc == 0);
-  }
-  ~Worker() {
-    if (!status_) {
-      ::kill(pid_, SIGKILL);
-      wait();
-    }
-  }
-  Worker(const Worker&) = delete;
-  Worker& operator=(const Worker&) = delete;
-
-  int wait() {
-    if (!status_) {
-      int raw = 0;
-      while (::waitpid(pid_, &raw, 0) < 0 && errno == EINTR) {
-      }
-      status_ = raw;
-    }
-    return *status_;
-  }
-  std::string output() const { return tt_test::read_file(log_); }
-
- private:
-  pid_t pid_ = -1;
-  fs::path log_;
-  std::optional<int> status_;
-};
-
 bool exited_ok(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
-
-std::string describe(int status) {
-  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
-  return "raw status " + std::to_string(status);
-}
 
 struct RunResult {
   std::vector<int> status;
@@ -146,7 +89,7 @@ RunResult run_ranks(int world, const std::string& flags, const fs::path& out, co
   fs::create_directories(dump);
   const int port = free_port();
   const int processes = std::max(world, 1);
-  std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<std::unique_ptr<tt_test::ChildProcess>> workers;
   for (int r = 0; r < processes; ++r) {
     auto args = split_flags(flags + " --output_dir " + out.string() + " --dump_dir " + dump.string());
     if (r < static_cast<int>(rank_flags.size())) {
@@ -157,19 +100,21 @@ RunResult run_ranks(int world, const std::string& flags, const fs::path& out, co
     if (world > 0)
       env = {"RANK=" + std::to_string(r), "LOCAL_RANK=" + std::to_string(r), "WORLD_SIZE=" + std::to_string(world),
              "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port)};
-    workers.push_back(std::make_unique<Worker>(args, environment_with(env), dump / ("log_" + std::to_string(r) + ".txt")));
+    workers.push_back(std::make_unique<tt_test::ChildProcess>(TORCHTRAIN_DISTRIBUTED_WORKER, args,
+                                                              dump / ("log_" + std::to_string(r) + ".txt"),
+                                                              tt_test::ChildProcess::Log::truncate, environment_with(env)));
   }
   RunResult result;
   for (auto& w : workers) {
     result.status.push_back(w->wait());
-    result.output.push_back(w->output());
+    result.output.push_back(tt_test::read_file(w->log()));
   }
   return result;
 }
 
 void require_success(const RunResult& run) {
   for (std::size_t r = 0; r < run.status.size(); ++r) {
-    INFO("rank " << r << ": " << describe(run.status[r]) << "\n" << run.output[r]);
+    INFO("rank " << r << ": " << tt_test::describe_status(run.status[r]) << "\n" << run.output[r]);
     REQUIRE(exited_ok(run.status[r]));
   }
 }
@@ -318,7 +263,7 @@ TEST_CASE("When a rank is killed, the other stops with a clear error instead of 
   tt_test::TempDir dir("dist-kill");
   const auto run = run_ranks(2, kFlags + " --per_device_train_batch_size 8 --ddp_timeout 20 --kill_at_step 3 --kill_ranks 1",
                              dir / "out", dir / "dump");
-  INFO("rank 0: " << describe(run.status[0]) << "\n" << run.output[0]);
+  INFO("rank 0: " << tt_test::describe_status(run.status[0]) << "\n" << run.output[0]);
   CHECK(WIFSIGNALED(run.status[1]));
   REQUIRE(WIFEXITED(run.status[0]));
   CHECK(WEXITSTATUS(run.status[0]) == 2);

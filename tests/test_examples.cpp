@@ -1,32 +1,18 @@
 // train_classifier as its users meet it: a real process, real files, real bad input.
 #include <catch2/catch.hpp>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <string>
 
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
 
+#include "processes.hpp"
 #include "support.hpp"
 
 namespace {
 
-struct Outcome {
-  int status;
-  std::string output;  // stdout and stderr together
-};
-
-Outcome run_classifier(const std::string& flags) {
-  const std::string command = std::string(TORCHTRAIN_TRAIN_CLASSIFIER) + " " + flags + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string output;
-  std::array<char, 4096> buf{};
-  while (std::fgets(buf.data(), buf.size(), pipe)) output += buf.data();
-  const int raw = ::pclose(pipe);
-  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, output};
+tt_test::Outcome run_classifier(const std::string& flags) {
+  return tt_test::run_command(std::string(TORCHTRAIN_TRAIN_CLASSIFIER) + " " + flags);
 }
 
 std::string last_line(const std::string& text) {

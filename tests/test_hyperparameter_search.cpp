@@ -1,15 +1,13 @@
 // Trainer::hyperparameter_search: samplers, objectives, pruning, results files and continuing a search.
 #include <catch2/catch.hpp>
 
-#include <array>
-#include <cstdio>
 #include <set>
 #include <sstream>
 
-#include <sys/wait.h>
 
 #include <torchtrain/torchtrain.hpp>
 
+#include "processes.hpp"
 #include "support.hpp"
 
 namespace tt = torchtrain;
@@ -382,15 +380,9 @@ TEST_CASE("the default objective is HF's: eval_loss alone, else the sum of the o
 #ifdef TORCHTRAIN_HYPERPARAMETER_SEARCH
 TEST_CASE("the hyperparameter_search example prints the trials and the best run, and continues a search", "[hp_search]") {
   auto run = [](const std::string& flags) {
-    const std::string command = std::string(TORCHTRAIN_HYPERPARAMETER_SEARCH) + " " + flags + " 2>&1";
-    FILE* pipe = ::popen(command.c_str(), "r");
-    REQUIRE(pipe != nullptr);
-    std::string output;
-    std::array<char, 4096> buf{};
-    while (std::fgets(buf.data(), buf.size(), pipe)) output += buf.data();
-    const int raw = ::pclose(pipe);
-    return std::make_pair(WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, output);
+    return tt_test::run_command(std::string(TORCHTRAIN_HYPERPARAMETER_SEARCH) + " " + flags);
   };
+
   TempDir dir("hp-example");
   const std::string flags = "--output_dir " + dir.str() + " --num_train_samples 64 --num_eval_samples 32 --eval_steps 2 "
                             "--num_train_epochs 1 --sampler random --sampler_seed 3";

@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <cstdio>
 #include <cstring>
 #include <map>
 #include <regex>
@@ -17,28 +16,19 @@
 #include <sstream>
 #include <tuple>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "processes.hpp"
+#include "datasets.hpp"
 #include "support.hpp"
 
 namespace tt = torchtrain;
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
+using tt_test::Blobs;
 using tt_test::TempDir;
 
 namespace {
-
-struct Blobs : torch::data::datasets::Dataset<Blobs> {
-  torch::Tensor x, y;
-  Blobs(int64_t n, uint64_t seed) {
-    auto gen = at::detail::createCPUGenerator(seed);
-    y = torch::randint(0, 2, {n}, gen);
-    x = torch::randn({n, 4}, gen) + y.unsqueeze(1).to(torch::kFloat) * 2.0;
-  }
-  torch::data::Example<> get(size_t i) override { return {x[static_cast<int64_t>(i)], y[static_cast<int64_t>(i)]}; }
-  torch::optional<size_t> size() const override { return static_cast<size_t>(x.size(0)); }
-};
 
 struct MlpImpl : torch::nn::Module {
   torch::nn::Linear fc1, fc2;
@@ -346,21 +336,6 @@ void check_csv_matches(const std::string& csv, const std::vector<tt::LogEntry>& 
     for (const auto& [key, value] : history[i].items())
       CHECK(std::find(header.begin(), header.end(), key) != header.end());
   }
-}
-
-struct Outcome {
-  int status;
-  std::string output;
-};
-
-Outcome run(const std::string& command) {
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string output;
-  std::array<char, 4096> buf{};
-  while (std::fgets(buf.data(), buf.size(), pipe)) output += buf.data();
-  const int raw = ::pclose(pipe);
-  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, output};
 }
 
 std::size_t count(const std::string& text, const std::string& needle) {
@@ -681,10 +656,10 @@ TEST_CASE("plot_trainer_state draws a well-formed SVG with one path per series",
   trainer->save_state();
   const std::string plot = TORCHTRAIN_PLOT_TRAINER_STATE;
   const auto svg_path = dir / "curves.svg";
-  const auto made = run(plot + " " + (dir / "trainer_state.json").string() + " " + svg_path.string());
+  const auto made = tt_test::run_command(plot + " " + (dir / "trainer_state.json").string() + " " + svg_path.string());
   INFO(made.output);
   REQUIRE(made.status == 0);
-  const auto lint = run("xmllint --noout " + svg_path.string());
+  const auto lint = tt_test::run_command("xmllint --noout " + svg_path.string());
   INFO(lint.output);
   CHECK(lint.status == 0);
   const std::string svg = tt_test::read_file(svg_path);
@@ -699,14 +674,14 @@ TEST_CASE("plot_trainer_state draws a well-formed SVG with one path per series",
   REQUIRE(std::regex_search(svg, m, train_path));
   CHECK(count(m[1].str(), "L") == 7);
 
-  const auto missing = run(plot + " " + (dir / "nope.json").string() + " " + svg_path.string());
+  const auto missing = tt_test::run_command(plot + " " + (dir / "nope.json").string() + " " + svg_path.string());
   CHECK(missing.status == 2);
   CHECK_THAT(missing.output, Contains("plot_trainer_state: error: ") && Contains("nope.json: cannot open the file"));
   tt_test::write_file(dir / "bad.json", "{\"log_history\": [");
-  const auto malformed = run(plot + " " + (dir / "bad.json").string() + " " + svg_path.string());
+  const auto malformed = tt_test::run_command(plot + " " + (dir / "bad.json").string() + " " + svg_path.string());
   CHECK(malformed.status == 2);
   CHECK_THAT(malformed.output, Contains("bad.json"));
-  CHECK(run(plot).status == 2);
+  CHECK(tt_test::run_command(plot).status == 2);
 }
 
 // ---- progress display ------------------------------------------------------------------------------------------

@@ -6,24 +6,14 @@
 
 #include <torchtrain/torchtrain.hpp>
 
+#include "datasets.hpp"
 #include "support.hpp"
 
 namespace tt = torchtrain;
+using tt_test::Blobs;
 using tt_test::TempDir;
 
 namespace {
-
-// Linearly separable blobs: class c is centred at 2*c along every feature.
-struct Blobs : torch::data::datasets::Dataset<Blobs> {
-  torch::Tensor x, y;
-  Blobs(int64_t n, uint64_t seed, int64_t features = 4) {
-    auto gen = at::detail::createCPUGenerator(seed);
-    y = torch::randint(0, 2, {n}, gen);
-    x = torch::randn({n, features}, gen) + y.unsqueeze(1).to(torch::kFloat) * 2.0;
-  }
-  torch::data::Example<> get(size_t i) override { return {x[static_cast<int64_t>(i)], y[static_cast<int64_t>(i)]}; }
-  torch::optional<size_t> size() const override { return static_cast<size_t>(x.size(0)); }
-};
 
 struct MlpImpl : torch::nn::Module {
   torch::nn::Linear fc1{4, 16}, fc2{16, 2};
