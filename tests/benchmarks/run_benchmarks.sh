@@ -49,11 +49,13 @@ if command -v valgrind >/dev/null; then
       valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin/loop_overhead" --single "$1" --epochs "$2" 2>&1 || true
   }
   patch_rdtscp() {  # the library valgrind stopped in, from its log; succeeds if a patched copy now exists
-    local lib
+    local lib soname
     lib=$(grep -A1 'Unrecognised instruction' <<<"$1" | sed -n 's/.*(in \(\/[^)]*\)).*/\1/p' | head -1)
-    grep -q 'unhandled instruction bytes: 0xF 0x1 0xF9 ' <<<"$1" && [ -n "$lib" ] && command -v objdump >/dev/null &&
-      [ ! -e "$patched_libs/$(basename "$lib")" ] || return 1
-    python3 - "$lib" "$patched_libs/$(basename "$lib")" "$(objdump -d "$lib" | grep -c $'\trdtscp')" <<'PY'
+    grep -q 'unhandled instruction bytes: 0xF 0x1 0xF9 ' <<<"$1" && [ -n "$lib" ] && command -v objdump >/dev/null ||
+      return 1
+    soname=$(objdump -p "$lib" | awk '$1 == "SONAME" {print $2}')  # the name the loader looks for
+    [ -n "$soname" ] && [ ! -e "$patched_libs/$soname" ] || return 1
+    python3 - "$lib" "$patched_libs/$soname" "$(objdump -d "$lib" | grep -c $'\trdtscp')" <<'PY'
 import sys
 source, target, instructions = sys.argv[1], sys.argv[2], int(sys.argv[3])
 code = open(source, "rb").read()
