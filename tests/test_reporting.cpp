@@ -18,8 +18,8 @@
 
 #include <unistd.h>
 
-#include "processes.hpp"
 #include "datasets.hpp"
+#include "processes.hpp"
 #include "support.hpp"
 
 namespace tt = torchtrain;
