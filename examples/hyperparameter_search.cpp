@@ -116,6 +116,9 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     return run(argc, argv);
+  } catch (const tt::PreemptedError& e) {  // the trial's checkpoint is saved: the same command continues
+    std::cerr << "hyperparameter_search: " << e.what() << "\n";
+    return 128 + e.signal();
   } catch (const tt::Error& e) {  // bad flags, argument combinations, a results file of another search
     std::cerr << "hyperparameter_search: error: " << e.what() << "\n";
     return 2;

@@ -1,9 +1,13 @@
 // Trainer::hyperparameter_search: samplers, objectives, pruning, results files and continuing a search.
 #include <catch2/catch.hpp>
 
+#include <chrono>
+#include <csignal>
 #include <set>
 #include <sstream>
+#include <thread>
 
+#include <signal.h>
 
 #include <torchtrain/torchtrain.hpp>
 
@@ -86,6 +90,20 @@ struct CrashOnce : tt::TrainerCallback {
     if (armed && ctx.trial && ctx.trial->run_id() == run_id && state.global_step == step) {
       armed = false;
       throw std::runtime_error("simulated crash");
+    }
+  }
+};
+
+// Sends this process SIGTERM at a step of one trial, once: a preemption in the middle of a search.
+struct TerminateOnce : tt::TrainerCallback {
+  std::size_t run_id;
+  int64_t step;
+  bool armed = true;
+  TerminateOnce(std::size_t run_id, int64_t step) : run_id(run_id), step(step) {}
+  void on_step_end(const Args&, const State& state, Control&, const Context& ctx) override {
+    if (armed && ctx.trial && ctx.trial->run_id() == run_id && state.global_step == step) {
+      armed = false;
+      std::raise(SIGTERM);
     }
   }
 };
@@ -262,6 +280,44 @@ TEST_CASE("a search that crashed continues where it stopped when it is run again
   }
 }
 
+TEST_CASE("SIGTERM in a trial saves its checkpoint and stops the search with PreemptedError; it continues from there", "[hp_search]") {
+  TempDir reference_dir("hp-reference");
+  auto reference = make_trainer(search_args(reference_dir.str()));
+  const auto expected = reference->hyperparameter_search(kLearningRates, 4, tt::Direction::minimize, tt::Sampler::grid());
+
+  // Catch2's own SIGTERM handler would report a fatal error; the preemption guard chains to whatever it finds.
+  struct DefaultSigterm {
+    struct sigaction saved {};
+    DefaultSigterm() {
+      struct sigaction default_action {};
+      default_action.sa_handler = SIG_DFL;
+      sigemptyset(&default_action.sa_mask);
+      ::sigaction(SIGTERM, &default_action, &saved);
+    }
+    ~DefaultSigterm() { ::sigaction(SIGTERM, &saved, nullptr); }
+  } default_sigterm;
+
+  TempDir dir("hp-sigterm");
+  auto trainer = make_trainer(search_args(dir.str()));  // save_strategy no: the preemption saves regardless
+  trainer->add_callback<TerminateOnce>(/*run_id=*/1, /*step=*/3);
+  auto log = trainer->add_callback<TrialLog>();
+  try {
+    trainer->hyperparameter_search(kLearningRates, 4, tt::Direction::minimize, tt::Sampler::grid());
+    FAIL("the search went on after SIGTERM");
+  } catch (const tt::PreemptedError& e) {
+    CHECK(e.signal() == SIGTERM);
+    CHECK_THAT(e.what(), Catch::Contains("in trial run-1") && Catch::Contains("run the same search again"));
+  }
+  CHECK(std::filesystem::is_directory(dir / "run-1" / "checkpoint-3"));
+  CHECK(read_json(dir / "hp_search_results.json")["trials"].size() == 1);
+
+  log->started.clear();
+  const auto best = trainer->hyperparameter_search(kLearningRates, 4, tt::Direction::minimize, tt::Sampler::grid());
+  CHECK((log->started == std::vector<std::string>{"run-1@3", "run-2@0", "run-3@0"}));
+  for (std::size_t k = 0; k < 4; ++k)
+    CHECK(best.run_summary["trials"][k]["objective"] == expected.run_summary["trials"][k]["objective"]);
+}
+
 TEST_CASE("a changed search in the same output_dir is an error, not a silent mix", "[hp_search]") {
   TempDir dir("hp-changed");
   auto args = search_args(dir.str());
@@ -404,5 +460,27 @@ TEST_CASE("the hyperparameter_search example prints the trials and the best run,
   auto [changed_status, changed] = run(flags + " --n_trials 3 --sampler_seed 4");
   CHECK(changed_status == 2);
   CHECK(changed.find("records a search with another sampler") != std::string::npos);
+}
+
+TEST_CASE("the hyperparameter_search example stopped by SIGTERM saves the trial and exits with 143", "[hp_search]") {
+  TempDir dir("hp-example-sigterm");
+  // Long trials that save every 50 steps: once the first checkpoint is there, the signal lands in training.
+  tt_test::ChildProcess child(TORCHTRAIN_HYPERPARAMETER_SEARCH,
+                              {"--output_dir", dir.str(), "--num_train_samples", "4096", "--num_train_epochs", "200",
+                               "--save_strategy", "steps", "--save_steps", "50", "--n_trials", "2"},
+                              dir / "log.txt");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (tt::checkpoint::sorted_checkpoints(dir / "run-0").empty()) {
+    REQUIRE(child.running());
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  child.signal(SIGTERM);
+  const int status = child.wait();
+  const std::string output = tt_test::read_file(dir / "log.txt");
+  INFO(output);
+  CHECK(tt_test::describe_status(status) == "exit status 143");
+  CHECK(output.find("stopped by signal 15 in trial run-0 after saving its checkpoint") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir / "run-1"));
 }
 #endif

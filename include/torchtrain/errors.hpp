@@ -38,4 +38,16 @@ class DistributedError : public Error {
   using Error::Error;
 };
 
+/// SIGTERM or SIGINT stopped a run that cannot return early with TrainOutput::preempted_by (a trial of a
+/// hyper-parameter search) after its checkpoint was saved; running the same call again continues from it.
+class PreemptedError : public Error {
+ public:
+  PreemptedError(const std::string& what, int signal) : Error(what), signal_(signal) {}
+  /// The signal that stopped the run; a program exits with 128 + signal, as a shell reports it.
+  int signal() const { return signal_; }
+
+ private:
+  int signal_;
+};
+
 }  // namespace torchtrain

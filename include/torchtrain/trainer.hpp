@@ -232,8 +232,10 @@ class Trainer {
       const TrainOutput out = train(interrupted ? ResumeFrom(true) : ResumeFrom(), trial.hyperparameters());
       context_.trial = nullptr;
       if (out.preempted_by)
-        throw Error("hyperparameter_search: stopped by signal " + std::to_string(out.preempted_by) + " in trial " +
-                    trial.name() + " after saving its checkpoint; run the same search again to continue");
+        throw PreemptedError("hyperparameter_search: stopped by signal " + std::to_string(out.preempted_by) +
+                                 " in trial " + trial.name() +
+                                 " after saving its checkpoint; run the same search again to continue",
+                             out.preempted_by);
       if (trial.intermediate_objectives(state).empty()) evaluate();
       save_state();  // the trial's trainer_state.json, with its log_history, in its folder
       return trial.finish(state);
