@@ -139,3 +139,4 @@ fi
 
 echo
 "$bin/benchmark_report" "$out"
+echo "(all benchmarks ran in $((SECONDS / 60)) min $((SECONDS % 60)) s)"
