@@ -198,7 +198,8 @@ class Trainer {
   /// evaluation; a trial with no evaluation is evaluated once at its end. Every trial is recorded in
   /// output_dir/hp_search_results.json and .csv as it finishes; running the same search again skips the
   /// recorded trials and resumes an interrupted one from its newest valid checkpoint. Add a
-  /// MedianStoppingCallback to prune poor trials. The arguments are restored when the search returns.
+  /// MedianStoppingCallback to prune poor trials. The arguments are restored when the search returns. SIGTERM or
+  /// SIGINT during a trial saves its checkpoint and throws PreemptedError.
   BestRun hyperparameter_search(const SearchSpace& hp_space, int n_trials = 20,
                                 Direction direction = Direction::minimize, Sampler sampler = Sampler::random(),
                                 ObjectiveFunction compute_objective = {}, TrialNameFunction hp_name = {}) {
