@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -80,33 +81,24 @@ struct TrialLog : tt::TrainerCallback {
   }
 };
 
-// Throws at a step of one trial, once: a crash in the middle of a search.
-struct CrashOnce : tt::TrainerCallback {
+// Runs `action` once, at a step of one trial: a crash or a signal in the middle of a search.
+struct OnceAtStep : tt::TrainerCallback {
   std::size_t run_id;
   int64_t step;
+  std::function<void()> action;
   bool armed = true;
-  CrashOnce(std::size_t run_id, int64_t step) : run_id(run_id), step(step) {}
+  OnceAtStep(std::size_t run_id, int64_t step, std::function<void()> action)
+      : run_id(run_id), step(step), action(std::move(action)) {}
   void on_step_end(const Args&, const State& state, Control&, const Context& ctx) override {
     if (armed && ctx.trial && ctx.trial->run_id() == run_id && state.global_step == step) {
       armed = false;
-      throw std::runtime_error("simulated crash");
+      action();
     }
   }
 };
 
-// Sends this process SIGTERM at a step of one trial, once: a preemption in the middle of a search.
-struct TerminateOnce : tt::TrainerCallback {
-  std::size_t run_id;
-  int64_t step;
-  bool armed = true;
-  TerminateOnce(std::size_t run_id, int64_t step) : run_id(run_id), step(step) {}
-  void on_step_end(const Args&, const State& state, Control&, const Context& ctx) override {
-    if (armed && ctx.trial && ctx.trial->run_id() == run_id && state.global_step == step) {
-      armed = false;
-      std::raise(SIGTERM);
-    }
-  }
-};
+void crash() { throw std::runtime_error("simulated crash"); }
+void terminate_this_process() { std::raise(SIGTERM); }
 
 const tt::SearchSpace kLearningRates{{"learning_rate", tt::LogUniform{1e-4, 1e-1, /*grid_points=*/4}}};
 
@@ -237,7 +229,7 @@ TEST_CASE("a search that crashed continues where it stopped when it is run again
   SECTION("without a checkpoint the interrupted trial starts over") {
     TempDir dir("hp-crash");
     auto trainer = make_trainer(search_args(dir.str()));
-    auto crash = trainer->add_callback<CrashOnce>(/*run_id=*/2, /*step=*/3);
+    trainer->add_callback<OnceAtStep>(/*run_id=*/2, /*step=*/3, crash);
     auto log = trainer->add_callback<TrialLog>();
     CHECK_THROWS_WITH(trainer->hyperparameter_search(kLearningRates, 4, tt::Direction::minimize, tt::Sampler::grid()),
                       "simulated crash");
@@ -266,7 +258,7 @@ TEST_CASE("a search that crashed continues where it stopped when it is run again
     args.save_strategy = tt::SaveStrategy::steps;
     args.save_steps = 2;
     auto trainer = make_trainer(args);
-    trainer->add_callback<CrashOnce>(/*run_id=*/2, /*step=*/5);
+    trainer->add_callback<OnceAtStep>(/*run_id=*/2, /*step=*/5, crash);
     auto log = trainer->add_callback<TrialLog>();
     CHECK_THROWS(trainer->hyperparameter_search(kLearningRates, 4, tt::Direction::minimize, tt::Sampler::grid()));
     log->started.clear();
@@ -299,7 +291,7 @@ TEST_CASE("SIGTERM in a trial saves its checkpoint and stops the search with Pre
 
   TempDir dir("hp-sigterm");
   auto trainer = make_trainer(search_args(dir.str()));  // save_strategy no: the preemption saves regardless
-  trainer->add_callback<TerminateOnce>(/*run_id=*/1, /*step=*/3);
+  trainer->add_callback<OnceAtStep>(/*run_id=*/1, /*step=*/3, terminate_this_process);
   auto log = trainer->add_callback<TrialLog>();
   try {
     trainer->hyperparameter_search(kLearningRates, 4, tt::Direction::minimize, tt::Sampler::grid());
