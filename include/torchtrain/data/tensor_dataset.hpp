@@ -13,6 +13,7 @@
 #include <torch/data/datasets/base.h>
 #include <torch/types.h>
 
+#include "torchtrain/detail/device_transfer.hpp"
 #include "torchtrain/detail/text_file.hpp"
 #include "torchtrain/errors.hpp"
 
@@ -95,8 +96,8 @@ class TensorDataset : public torch::data::datasets::Dataset<TensorDataset> {
     const auto rows = torch::from_blob(const_cast<std::size_t*>(indices.data()),
                                        {static_cast<std::int64_t>(indices.size())}, torch::kLong);
     static_assert(sizeof(std::size_t) == sizeof(std::int64_t), "indices are read as int64");
-    const auto on = [&rows](const torch::Tensor& t) { return t.is_cpu() ? rows : rows.to(t.device()); };
-    return {features_.index_select(0, on(features_)), labels_.index_select(0, on(labels_))};
+    return {features_.index_select(0, detail::to_device(rows, features_.device())),
+            labels_.index_select(0, detail::to_device(rows, labels_.device()))};
   }
 
   const torch::Tensor& features() const { return features_; }

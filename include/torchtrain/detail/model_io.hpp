@@ -10,6 +10,7 @@
 #include <torch/nn/functional/loss.h>
 #include <torch/types.h>
 
+#include "torchtrain/detail/device_transfer.hpp"
 #include "torchtrain/errors.hpp"
 #include "torchtrain/trainer_outputs.hpp"
 
@@ -57,12 +58,6 @@ torch::Tensor labels_of(const Batch& batch) {
     return batch.target;
   else
     return {};
-}
-
-// A tensor already on `device` is returned as is, without a trip through the dispatcher.
-inline torch::Tensor to_device(const torch::Tensor& tensor, const torch::Device& device) {
-  if (!tensor.defined() || tensor.device() == device) return tensor;
-  return tensor.to(device, /*non_blocking=*/true);
 }
 
 template <class Batch>
