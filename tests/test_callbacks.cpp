@@ -595,7 +595,7 @@ TEST_CASE("CallbackHandler: add_callback by type forwards constructor arguments"
   CallbackContext ctx;
   ctx.logs = &logs;
   handler.on_log(args, TrainerState{}, control, ctx);
-  CHECK(out.str() == "{'loss': 0.5}\n");  // the printer writes to the stream that was passed by reference
+  CHECK(out.str() == "{'loss': '0.5'}\n");  // the printer writes to the stream that was passed by reference
 }
 
 TEST_CASE("CallbackHandler: a second object of the same class is appended with a warning",
@@ -1017,14 +1017,15 @@ void send_log(tt::TrainerCallback& cb, const TrainerState& state, const tt::LogE
 
 }  // namespace
 
-TEST_CASE("PrinterCallback: prints the Python dict repr of each log, without total_flos", "[callbacks][printer]") {
+TEST_CASE("PrinterCallback: prints each log as HF v5 does, floats to 4 digits, without total_flos",
+          "[callbacks][printer]") {
   std::ostringstream out;
   tt::PrinterCallback printer(out);
   TrainerState state;
 
   auto logs = train_log();
   send_log(printer, state, logs);
-  CHECK(out.str() == "{'loss': 0.6931, 'grad_norm': 1.73, 'learning_rate': 5e-05, 'epoch': 0.67}\n");
+  CHECK(out.str() == "{'loss': '0.6931', 'grad_norm': '1.73', 'learning_rate': '5e-05', 'epoch': '0.67'}\n");
 
   out.str("");
   tt::LogEntry summary;
@@ -1034,7 +1035,7 @@ TEST_CASE("PrinterCallback: prints the Python dict repr of each log, without tot
   summary["train_loss"] = 0.6917;
   summary["epoch"] = 2.0;
   send_log(printer, state, summary);
-  CHECK(out.str() == "{'train_runtime': 12.5, 'train_samples_per_second': 100.0, 'train_loss': 0.6917, 'epoch': 2.0}\n");
+  CHECK(out.str() == "{'train_runtime': '12.5', 'train_samples_per_second': '100', 'train_loss': '0.6917', 'epoch': '2'}\n");
   CHECK(summary.contains("total_flos"));  // the caller's entry is not modified
 
   SECTION("nothing on other local processes; the world rank does not matter") {
@@ -1045,7 +1046,7 @@ TEST_CASE("PrinterCallback: prints the Python dict repr of each log, without tot
     state.is_local_process_zero = true;
     state.is_world_process_zero = false;
     send_log(printer, state, logs);
-    CHECK(out.str() == "{'loss': 0.6931, 'grad_norm': 1.73, 'learning_rate': 5e-05, 'epoch': 0.67}\n");
+    CHECK(out.str() == "{'loss': '0.6931', 'grad_norm': '1.73', 'learning_rate': '5e-05', 'epoch': '0.67'}\n");
   }
 }
 
@@ -1109,24 +1110,24 @@ TEST_CASE("ProgressCallback: non-interactive output is only the log lines", "[ca
     run.log({{"eval_loss", 0.5}});
     CHECK(run.out.str().empty());
   }
-  SECTION("a whole run: log lines, epoch rounded to 2 decimals as Python's round(), total_flos dropped") {
+  SECTION("a whole run: log lines with floats as f\"{v:.4g}\" (HF v5), total_flos dropped") {
     run.train_begin();
     for (int step = 1; step <= 3; ++step) run.step_end(step);
     tt::LogEntry logs{{"loss", 0.6931}, {"grad_norm", 1.73}, {"learning_rate", 5e-05}, {"epoch", 2.0 / 3.0}};
     run.log(logs);
     for (int i = 0; i < 4; ++i) run.prediction_step();
-    run.log({{"eval_loss", 0.25}, {"epoch", 0.125}});  // Python: round(0.125, 2) == 0.12 (ties to even)
+    run.log({{"eval_loss", 0.25}, {"epoch", 0.125}, {"eval_samples", 12345.0}});  // ties to even: 1.234e+04
     run.evaluate();
-    run.log({{"loss", 0.5}, {"epoch", 2.675}});  // 2.675 is 2.67499999... in binary: Python gives 2.67
-    run.log({{"train_runtime", 1.5}, {"total_flos", 1e12}, {"train_loss", 0.6}, {"epoch", 1.0}});
+    run.log({{"loss", 0.5}, {"epoch", 2.675}, {"num_input_tokens_seen", 1234567}});  // ints stay as they are
+    run.log({{"train_runtime", 1.5}, {"total_flos", 1e12}, {"train_loss", std::nan("")}, {"epoch", 1.0}});
     run.train_end();
     CHECK(run.out.str() ==
-          "{'loss': 0.6931, 'grad_norm': 1.73, 'learning_rate': 5e-05, 'epoch': 0.67}\n"
-          "{'eval_loss': 0.25, 'epoch': 0.12}\n"
-          "{'loss': 0.5, 'epoch': 2.67}\n"
-          "{'train_runtime': 1.5, 'train_loss': 0.6, 'epoch': 1.0}\n");
+          "{'loss': '0.6931', 'grad_norm': '1.73', 'learning_rate': '5e-05', 'epoch': '0.6667'}\n"
+          "{'eval_loss': '0.25', 'epoch': '0.125', 'eval_samples': '1.234e+04'}\n"
+          "{'loss': '0.5', 'epoch': '2.675', 'num_input_tokens_seen': 1234567}\n"
+          "{'train_runtime': '1.5', 'train_loss': 'nan', 'epoch': '1'}\n");
     CHECK_FALSE(has_control_chars(run.out.str()));
-    CHECK(logs["epoch"].get<double>() == 2.0 / 3.0);  // the caller's entry is not rounded
+    CHECK(logs["epoch"].get<double>() == 2.0 / 3.0);  // the caller's entry is not changed
   }
   SECTION("strings longer than max_str_len are replaced by a message") {
     ProgressRun small(false, 10);
@@ -1134,7 +1135,7 @@ TEST_CASE("ProgressCallback: non-interactive output is only the log lines", "[ca
     small.log({{"exactly_ten", "abcdefghij"}, {"too_long", "abcdefghijkl"}, {"loss", 1.0}});
     CHECK(small.out.str() ==
           "{'exactly_ten': 'abcdefghij', 'too_long': '[String too long to display, length: 12 > 10. Consider "
-          "increasing `max_str_len` if needed.]', 'loss': 1.0}\n");
+          "increasing `max_str_len` if needed.]', 'loss': '1'}\n");
   }
   SECTION("the default max_str_len is 100") {
     run.train_begin();
@@ -1163,7 +1164,7 @@ TEST_CASE("ProgressCallback: non-interactive output is only the log lines", "[ca
     detected.train_begin();
     detected.step_end(1);
     detected.log({{"loss", 1.0}});
-    CHECK(detected.out.str() == "{'loss': 1.0}\n");
+    CHECK(detected.out.str() == "{'loss': '1'}\n");
   }
 }
 
@@ -1185,7 +1186,7 @@ TEST_CASE("ProgressCallback: interactive bars", "[callbacks][progress]") {
     run.out.str("");
     run.log({{"loss", 0.5}, {"epoch", 0.3}});
     const std::string out = run.out.str();
-    CHECK_THAT(out, Catch::StartsWith("\r\x1b[K{'loss': 0.5, 'epoch': 0.3}\n\r"));
+    CHECK_THAT(out, Catch::StartsWith("\r\x1b[K{'loss': '0.5', 'epoch': '0.3'}\n\r"));
     CHECK_THAT(last_redraw(out), Catch::Contains("3/10"));
   }
   SECTION("the evaluation bar during on_prediction_step, closed by on_evaluate") {
@@ -1239,7 +1240,7 @@ TEST_CASE("EventTraceCallback: one JSON object per line per event, appended", "[
     handler.add_callback<tt::EventTraceCallback>(path);
     handler.on_train_begin(args, state, control, {});
     // Flushed as it happens: the line is on disk while the callback is alive.
-    CHECK(tt_test::read_file(path) == "{\"event\":\"on_train_begin\",\"global_step\":0,\"epoch\":null}\n");
+    CHECK(tt_test::read_file(path) == "{\"event\":\"on_train_begin\",\"global_step\":0,\"epoch\":0.0}\n");
     state.global_step = 3;
     state.epoch = 1.5;
     handler.on_step_end(args, state, control, {});
@@ -1251,7 +1252,7 @@ TEST_CASE("EventTraceCallback: one JSON object per line per event, appended", "[
     second.on_train_end(args, state, control, {});
   }
   CHECK(tt_test::read_file(path) ==
-        "{\"event\":\"on_train_begin\",\"global_step\":0,\"epoch\":null}\n"
+        "{\"event\":\"on_train_begin\",\"global_step\":0,\"epoch\":0.0}\n"
         "{\"event\":\"on_step_end\",\"global_step\":3,\"epoch\":1.5}\n"
         "{\"event\":\"on_train_end\",\"global_step\":3,\"epoch\":0.6666666666666666}\n");
 }
@@ -1338,6 +1339,23 @@ TEST_CASE("python_repr and python_float_repr match Python's repr(float)", "[call
   CHECK(tt::detail::python_float_repr(-inf) == "-Infinity");
   tt::LogEntry non_finite{{"a", std::nan("")}, {"b", inf}};
   CHECK(tt::detail::python_dict_repr(non_finite) == "{'a': nan, 'b': inf}");
+}
+
+TEST_CASE("python_format_4g matches Python's f\"{x:.4g}\"", "[callbacks][repr]") {
+  // Expected values from CPython 3.
+  const std::vector<std::pair<double, std::string>> table{
+      {0.6931, "0.6931"},     {2.0 / 3.0, "0.6667"}, {5e-05, "5e-05"},   {100.0, "100"},     {2.0, "2"},
+      {1234567.0, "1.235e+06"}, {12345.0, "1.234e+04"}, {0.0001, "0.0001"}, {-0.5, "-0.5"},   {0.0, "0"},
+      {-0.0, "-0"},           {1e16, "1e+16"},       {3.14159265, "3.142"},
+  };
+  for (const auto& [value, expected] : table) {
+    CAPTURE(value);
+    CHECK(tt::detail::python_format_4g(value) == expected);
+  }
+  const double inf = std::numeric_limits<double>::infinity();
+  CHECK(tt::detail::python_format_4g(inf) == "inf");
+  CHECK(tt::detail::python_format_4g(-inf) == "-inf");
+  CHECK(tt::detail::python_format_4g(-std::nan("")) == "nan");  // C would print -nan
 }
 
 TEST_CASE("round_to matches Python's round(x, 2)", "[callbacks][repr]") {

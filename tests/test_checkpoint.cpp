@@ -392,10 +392,16 @@ TEST_CASE("a failed load leaves the model, optimizer, scheduler, RNG and callbac
                Catch::Contains("steps 999") && Catch::Contains("callback states"));
     CHECK(counter->steps == 3);
     CHECK(trainer.control == control_before);
-    // train() seeds the RNG before it resumes; the failed load put back that seeded state.
+    // train() seeds the RNG and builds the new run's schedule before it resumes; the failed load put back that
+    // seeded state and that fresh schedule, at its initial rates.
     auto after = TrainingObjects::of(trainer);
     CHECK(torch::equal(after.rng, at::globalContext().defaultGenerator(at::kCPU).get_state()));
+    CHECK(after.scheduler["last_epoch"] == 0);
+    CHECK(after.scheduler["last_lr"] == after.scheduler["base_lrs"]);
+    CHECK(after.learning_rates == after.scheduler["base_lrs"].get<std::vector<double>>());
     after.rng = before.rng;
+    after.scheduler = before.scheduler;
+    after.learning_rates = before.learning_rates;
     before.check_equal(after);
     return;
   }

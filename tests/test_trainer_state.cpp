@@ -311,12 +311,12 @@ TEST_CASE("Saving HF's example reproduces it byte for byte, and again after anot
 }
 
 TEST_CASE("A default state is written the way HF writes its defaults", "[trainer_state]") {
-  // python3: json.dumps(<TrainerState() fields, with total_flos 0.0>, indent=2, sort_keys=True)
+  // python3: json.dumps(<TrainerState() fields of HF v5.3, with total_flos 0.0>, indent=2, sort_keys=True)
   CHECK(TrainerState{}.to_json_string() == R"({
   "best_global_step": null,
   "best_metric": null,
   "best_model_checkpoint": null,
-  "epoch": null,
+  "epoch": 0,
   "eval_steps": 500,
   "global_step": 0,
   "is_hyper_param_search": false,

@@ -175,7 +175,7 @@ TEST_CASE("TrainingArguments defaults are Hugging Face's", "[training_arguments]
   CHECK(a.adam_epsilon == 1e-8);
   CHECK(a.max_grad_norm == 1.0);
   CHECK(a.lr_scheduler_type == SchedulerType::linear);
-  CHECK(a.warmup_ratio == 0.0);
+  CHECK_FALSE(a.warmup_ratio.has_value());
   CHECK(a.warmup_steps == 0);
   CHECK(a.logging_strategy == IntervalStrategy::steps);
   CHECK(a.logging_steps == 500);
@@ -496,11 +496,22 @@ TEST_CASE("validate: greater_is_better follows the metric name unless given", "[
 TEST_CASE("get_warmup_steps and effective_data_seed", "[training_arguments][derived]") {
   TrainingArguments a;
   CHECK(a.get_warmup_steps(1000) == 0);
-  a.warmup_ratio = 0.1;
+  a.warmup_steps = 0.1;  // below 1: a ratio of the training steps, as in HF v5
   CHECK(a.get_warmup_steps(95) == 10);  // ceil(9.5)
   CHECK(a.get_warmup_steps(100) == 10);
   a.warmup_steps = 7;
   CHECK(a.get_warmup_steps(1000) == 7);
+  a.warmup_steps = 1;  // one step, not the whole run
+  CHECK(a.get_warmup_steps(1000) == 1);
+  a.warmup_ratio = 0.1;  // deprecated; when set it wins, as in HF v5
+  CHECK(a.get_warmup_steps(95) == 10);
+  a.warmup_ratio = 1.0;  // the whole run
+  CHECK(a.get_warmup_steps(50) == 50);
+  a.warmup_steps = 2.5;
+  CHECK_THAT(error_of<ArgumentError>([&] { a.validate(); }),
+             Contains("warmup_steps = 2.5: steps bigger than 1 must be whole numbers"));
+  const char* ratio[] = {"prog", "--warmup_steps", "0.25"};
+  CHECK(TrainingArguments::parse(3, ratio).warmup_steps == 0.25);
 
   CHECK(a.effective_data_seed() == 42);
   a.data_seed = 5;

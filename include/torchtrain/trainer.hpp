@@ -390,9 +390,14 @@ class Trainer {
     agreed_signal_ = 0;
     apply_trial(trial);
     args.validate();
+    args.warn_deprecated_fields();
     check_eval_dataset();
     if (state.is_world_process_zero) checkpoint::remove_stale_staging(args.output_dir);
     torch::manual_seed(args.seed);
+    if (created_lr_scheduler_) {  // a schedule the Trainer made is for one run; one the user passed is kept
+      lr_scheduler.reset();
+      created_lr_scheduler_ = false;
+    }
     if (model_init) {
       model = model_init(trial);
       model->to(device_);
@@ -429,8 +434,7 @@ class Trainer {
     state.compute_steps(args, max_steps);
 
     if (!optimizer) optimizer = create_optimizer(*model, args);
-    if (!lr_scheduler)
-      lr_scheduler = get_scheduler(args.lr_scheduler_type, *optimizer, args.get_warmup_steps(max_steps), max_steps);
+    if (!lr_scheduler) create_scheduler(max_steps);
 
     // Resume: weights, optimizer, scheduler, RNG, loss sums, state and callback states.
     std::int64_t epochs_trained = 0, steps_trained_in_current_epoch = 0;
@@ -451,9 +455,11 @@ class Trainer {
       state = std::move(loaded.state);
       warn_if_intervals_changed(saved, max_steps);
       state.compute_steps(args, max_steps);
-      // A stop decided by a callback persists; the stop at the end of a shorter run does not.
+      // A stop decided by a callback persists, as part of the restored callback states; the stop at the end of
+      // a shorter run does not. The checkpoint's control decides, never a flag left by an earlier train().
       const bool ended_its_run = saved.global_step >= saved.max_steps;
-      stopped_before = control.should_training_stop && !(ended_its_run && state.global_step < max_steps);
+      stopped_before = args.restore_callback_states_from_checkpoint && saved_stop_flag(saved) &&
+                       !(ended_its_run && state.global_step < max_steps);
       losses.restore(loaded.loop_state);
       resumed_loop = loaded.loop_state;
       epochs_trained = state.global_step / updates_per_epoch;
@@ -486,6 +492,9 @@ class Trainer {
 
     if (group_) detail::broadcast_module(*group_, *model);  // every rank starts from rank 0's weights
     model->train();
+    // Gradients left by user code, or by an earlier run stopped inside an accumulation window, are not ours.
+    model->zero_grad(/*set_to_none=*/true);
+    warn_if_no_default_flow();
     const auto started = std::chrono::steady_clock::now();
     handler_.on_train_begin(args, state, control, context_);
     if (stopped_before) control.should_training_stop = true;  // a run that had stopped stays stopped
@@ -494,7 +503,7 @@ class Trainer {
     const data::EpochSampler sampler(loader.num_examples(), args.data_seed.value_or(args.seed), /*shuffle=*/true,
                                      static_cast<std::size_t>(group_ ? group_->rank() : 0),
                                      static_cast<std::size_t>(world_size()));
-    const bool clip = args.max_grad_norm > 0;
+    const std::vector<torch::Tensor> parameters = model->parameters();  // clipped and cleared, as HF does
     const std::int64_t steps_in_epoch = len_dataloader;
     int preempted_by = 0;
     if (epoch_end_pending) {  // the checkpoint was written at its epoch's last step, before the epoch's end
@@ -529,14 +538,16 @@ class Trainer {
         if (!sync) {
           handler_.on_substep_end(args, state, control, context_);
         } else {
-          if (group_) detail::average_gradients(*group_, model->parameters());
-          if (clip) last_grad_norm_ = detail::clip_grad_norm(optimizer->param_groups(), args.max_grad_norm);
+          if (group_) detail::average_gradients(*group_, parameters);
+          // As HF v5.3, the norm is logged even when max_grad_norm <= 0 turns clipping off.
+          last_grad_norm_ = args.max_grad_norm > 0 ? detail::clip_grad_norm(parameters, args.max_grad_norm)
+                                                   : detail::total_grad_norm(parameters);
           handler_.on_pre_optimizer_step(args, state, control, context_);
           optimizer->step();
           handler_.on_optimizer_step(args, state, control, context_);
           last_learning_rate_ = lr_scheduler->get_last_lr().front();
           if (!lr_scheduler->steps_on_metric()) lr_scheduler->step();
-          optimizer->zero_grad();
+          model->zero_grad(/*set_to_none=*/true);
           ++state.global_step;
           state.epoch = static_cast<double>(epoch) + static_cast<double>(step + 1) / static_cast<double>(steps_in_epoch);
           handler_.on_step_end(args, state, control, context_);
@@ -577,6 +588,39 @@ class Trainer {
     return {state.global_step, train_loss, metrics, preempted_by};
   }
 
+  // The schedule of args.lr_scheduler_type over this run. Like PyTorch's schedulers, it starts from each param
+  // group's initial lr (recorded the first time a schedule is built on the optimizer), not from the rate an
+  // earlier run's schedule left behind.
+  void create_scheduler(std::int64_t max_steps) {
+    auto& groups = optimizer->param_groups();
+    if (initial_lrs_owner_.lock() != optimizer || initial_lrs_.size() != groups.size()) {
+      initial_lrs_owner_ = optimizer;
+      initial_lrs_.clear();
+      for (const auto& group : groups) initial_lrs_.push_back(group.options().get_lr());
+    } else {
+      for (std::size_t i = 0; i < groups.size(); ++i) groups[i].options().set_lr(initial_lrs_[i]);
+    }
+    lr_scheduler = get_scheduler(args.lr_scheduler_type, *optimizer, args.get_warmup_steps(max_steps), max_steps);
+    created_lr_scheduler_ = true;
+  }
+
+  static bool saved_stop_flag(const TrainerState& saved) {
+    const auto states = saved.stateful_callback_states("TrainerControl");
+    if (states.empty()) return false;
+    TrainerControl saved_control;
+    saved_control.restore_state(states.front());
+    return saved_control.should_training_stop;
+  }
+
+  void warn_if_no_default_flow() const {
+    for (const auto& cb : handler_.callbacks())
+      if (dynamic_cast<const DefaultFlowCallback*>(cb.get())) return;
+    detail::warn("The Trainer will not work properly if you don't have a DefaultFlowCallback in its callbacks: "
+                 "it will never log, evaluate or save by itself. Add one before training with "
+                 "trainer.add_callback<DefaultFlowCallback>(). The current list of callbacks is:\n" +
+                 handler_.callback_list());
+  }
+
   void warn_if_intervals_changed(const TrainerState& saved, std::int64_t max_steps) const {
     TrainerState now;
     now.compute_steps(args, max_steps);
@@ -605,7 +649,7 @@ class Trainer {
       // The one host-device sync (and, distributed, the one loss all-reduce), at logging steps only.
       const double interval_loss = averaged(losses.take_interval(), "averaging the logged loss");
       LogEntry logs;
-      logs["loss"] = detail::round_to(interval_loss / static_cast<double>(state.global_step - last_logged_step_), 4);
+      logs["loss"] = interval_loss / static_cast<double>(state.global_step - last_logged_step_);  // unrounded, as v5
       if (last_grad_norm_.defined()) logs["grad_norm"] = last_grad_norm_.item<double>();
       logs["learning_rate"] = last_learning_rate_;
       last_logged_step_ = state.global_step;
@@ -779,7 +823,8 @@ class Trainer {
     std::vector<std::size_t> order = group_ ? detail::evaluation_shard(loader.num_examples(), group_->rank(), world_size())
                                             : std::vector<std::size_t>(loader.num_examples());
     if (!group_) std::iota(order.begin(), order.end(), std::size_t{0});
-    const std::size_t num_batches = (order.size() + loader.batch_size() - 1) / loader.batch_size();
+    const std::size_t order_size = order.size();
+    const std::size_t num_batches = (order_size + loader.batch_size() - 1) / loader.batch_size();
     eval_info_ = {num_batches, loader.num_examples(), loader.batch_size()};
     context_.eval_dataloader = &eval_info_;
     loader.start_epoch(std::move(order));
@@ -794,10 +839,10 @@ class Trainer {
       Batch batch = detail::to_device(loader.next(), device_);
       auto out = compute_loss(model, batch, ignore_keys);
       const auto label = detail::labels_of(batch);
-      const auto batch_size = static_cast<double>(out.predictions.defined() ? out.predictions.size(0)
-                                                                            : eval_info_.batch_size);
+      // The batch's own number of examples: the last one may be partial.
+      const auto rows = static_cast<double>(std::min(loader.batch_size(), order_size - b * loader.batch_size()));
       if (out.loss.defined()) {
-        auto weighted = out.loss.detach().to(torch::kDouble) * batch_size;
+        auto weighted = out.loss.detach().to(torch::kDouble) * rows;
         loss_sum = loss_sum.defined() ? loss_sum + weighted : weighted;
       }
       if (collect) {
@@ -846,6 +891,9 @@ class Trainer {
   std::int64_t last_saved_step_ = -1;  // a preemption does not save this step twice
   torch::Tensor last_grad_norm_;       // of the latest optimizer step, for the next log
   double last_learning_rate_ = 0.0;
+  bool created_lr_scheduler_ = false;  // lr_scheduler was built by train(), so the next train() builds its own
+  std::weak_ptr<torch::optim::Optimizer> initial_lrs_owner_;  // the optimizer initial_lrs_ belong to
+  std::vector<double> initial_lrs_;
   std::vector<std::string> ignore_keys_for_eval_;
   std::optional<std::string> trial_name_;  // during hyperparameter_search: the trial's folder under output_dir
   std::shared_ptr<ProcessGroup> group_;  // null in a single process

@@ -28,7 +28,7 @@ namespace torchtrain {
 using LogEntry = nlohmann::ordered_json;
 
 struct TrainerState {
-  std::optional<double> epoch;  // fractional epoch; unset before training
+  std::optional<double> epoch = 0.0;  // fractional epoch; 0 before training, as in HF v5 (null in older files)
   std::int64_t global_step = 0;
   std::int64_t max_steps = 0;
   std::int64_t logging_steps = 500;
@@ -175,7 +175,8 @@ inline nlohmann::json TrainerState::to_json() const {
 inline nlohmann::json TrainerState::fields_to_json() const {
   nlohmann::json j = unknown_fields.is_object() ? unknown_fields : nlohmann::json::object();
   j.erase("log_history");
-  j["epoch"] = detail::value_or_null(epoch);
+  // HF v5's default epoch is the int 0, written as 0; once a step is taken it is a float.
+  j["epoch"] = epoch == 0.0 ? nlohmann::json(0) : detail::value_or_null(epoch);
   j["global_step"] = global_step;
   j["max_steps"] = max_steps;
   j["logging_steps"] = logging_steps;

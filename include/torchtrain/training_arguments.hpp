@@ -24,6 +24,7 @@
 #include "torchtrain/detail/edit_distance.hpp"
 #include "torchtrain/detail/reporter_names.hpp"
 #include "torchtrain/detail/text_file.hpp"
+#include "torchtrain/detail/warn.hpp"
 #include "torchtrain/errors.hpp"
 #include "torchtrain/strategies.hpp"
 
@@ -52,12 +53,12 @@ struct TrainingArguments {
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;
   double adam_epsilon = 1e-8;
-  double max_grad_norm = 1.0;  // <= 0 disables clipping (and the grad_norm log key)
+  double max_grad_norm = 1.0;  // <= 0 disables clipping; grad_norm is logged either way
 
   // Learning-rate schedule
   SchedulerType lr_scheduler_type = SchedulerType::linear;
-  double warmup_ratio = 0.0;
-  std::int64_t warmup_steps = 0;  // > 0 overrides warmup_ratio
+  double warmup_steps = 0;                 // a whole number of steps, or below 1 a ratio of the training steps
+  std::optional<double> warmup_ratio;       // deprecated, as in HF v5: use warmup_steps; when set, it wins
 
   // Logging. *_steps below 1 are ratios of max_steps.
   IntervalStrategy logging_strategy = IntervalStrategy::steps;
@@ -99,8 +100,12 @@ struct TrainingArguments {
   /// invalid. Every factory below calls it, and so does the Trainer; calling it twice changes nothing.
   void validate();
 
-  /// warmup_steps when positive, otherwise ceil(num_training_steps * warmup_ratio).
+  /// The warmup of a run of num_training_steps: ceil(num_training_steps * ratio) for warmup_ratio, or for a
+  /// warmup_steps below 1; otherwise warmup_steps.
   std::int64_t get_warmup_steps(std::int64_t num_training_steps) const;
+
+  /// Warns for each deprecated field that is set (warmup_ratio), naming its replacement; train() calls it.
+  void warn_deprecated_fields() const;
 
   /// The seed of the data shuffle: data_seed, or seed when unset.
   std::uint64_t effective_data_seed() const { return data_seed.value_or(seed); }
@@ -230,10 +235,11 @@ inline void TrainingArguments::validate() {
   if (adam_beta1 < 0 || adam_beta1 >= 1) fail("adam_beta1", format_number(adam_beta1), "must be in [0, 1), e.g. 0.9");
   if (adam_beta2 < 0 || adam_beta2 >= 1) fail("adam_beta2", format_number(adam_beta2), "must be in [0, 1), e.g. 0.999");
   at_least("adam_epsilon", adam_epsilon, 0, "must be >= 0, e.g. 1e-8");
-  if (warmup_ratio < 0 || warmup_ratio > 1)
-    fail("warmup_ratio", format_number(warmup_ratio),
-         "must be between 0 and 1 (a fraction of the training steps); use warmup_steps for a number of steps");
-  at_least("warmup_steps", static_cast<double>(warmup_steps), 0, "must be >= 0 (0: use warmup_ratio)");
+  if (warmup_ratio && (*warmup_ratio < 0 || *warmup_ratio > 1))
+    fail("warmup_ratio", format_number(*warmup_ratio),
+         "must be between 0 and 1 (a fraction of the training steps); warmup_ratio is deprecated, use "
+         "warmup_steps, which takes a ratio below 1 or a number of steps");
+  at_least("warmup_steps", warmup_steps, 0, "must be >= 0: a number of steps, or below 1 a ratio of the training steps");
 
   // Intervals: below 1 a ratio of the training steps, otherwise a whole number of steps.
   at_least("logging_steps", logging_steps, 0, "must be >= 0");
@@ -257,6 +263,7 @@ inline void TrainingArguments::validate() {
            "steps bigger than 1 must be whole numbers; use " + format_number(std::floor(value)) + " or " +
                format_number(std::ceil(value)) + ", or a ratio below 1");
   };
+  whole_steps("warmup_steps", warmup_steps);
   if (logging_strategy == IntervalStrategy::steps) whole_steps("logging_steps", logging_steps);
   if (eval_strategy == IntervalStrategy::steps) whole_steps("eval_steps", *eval_steps);
   if (save_strategy == SaveStrategy::steps) whole_steps("save_steps", save_steps);
@@ -321,8 +328,18 @@ inline void TrainingArguments::validate() {
 }
 
 inline std::int64_t TrainingArguments::get_warmup_steps(std::int64_t num_training_steps) const {
-  if (warmup_steps > 0) return warmup_steps;
-  return static_cast<std::int64_t>(std::ceil(static_cast<double>(num_training_steps) * warmup_ratio));
+  const double warmup = warmup_ratio.value_or(warmup_steps);
+  // A ratio of 1 (deprecated warmup_ratio only) is the whole run; warmup_steps 1 is one step, as in HF.
+  if (warmup >= 1 && !warmup_ratio) return static_cast<std::int64_t>(warmup);
+  return static_cast<std::int64_t>(std::ceil(static_cast<double>(num_training_steps) * warmup));
+}
+
+inline void TrainingArguments::warn_deprecated_fields() const {
+  if (warmup_ratio)
+    detail::warn("warmup_ratio is deprecated, as in Hugging Face v5: use warmup_steps, which takes a ratio below 1 "
+                 "(warmup_steps " + detail::format_number(*warmup_ratio) + " here)" +
+                 (warmup_steps != 0 ? "; warmup_ratio overrides warmup_steps " + detail::format_number(warmup_steps)
+                                    : ""));
 }
 
 inline nlohmann::json TrainingArguments::to_json() const {

@@ -42,6 +42,7 @@ std::int64_t hand_written(Model model, const tt::data::TensorDataset& data, std:
                           std::int64_t log_every) {
   tt::TrainingArguments args;
   auto optimizer = tt::create_optimizer(*model, args);
+  const auto parameters = model->parameters();
   const std::int64_t steps_per_epoch = bench::kSamples / bench::kBatch, total = steps_per_epoch * epochs;
   const auto& x = data.features();
   const auto& y = data.labels();
@@ -55,11 +56,11 @@ std::int64_t hand_written(Model model, const tt::data::TensorDataset& data, std:
       auto loss = torch::nn::functional::cross_entropy(model->forward(x.index_select(0, rows)),
                                                        y.index_select(0, rows));
       loss.backward();
-      tt::detail::clip_grad_norm(optimizer->param_groups(), 1.0);  // LibTorch's own waits for a double
+      tt::detail::clip_grad_norm(parameters, 1.0);  // LibTorch's own waits for a double
       optimizer->step();
       const double lr = args.learning_rate * static_cast<double>(total - step - 1) / static_cast<double>(total);
       for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-      optimizer->zero_grad();
+      model->zero_grad(/*set_to_none=*/true);
       running += loss.detach();
       if (++step % log_every == 0) {
         volatile double logged = running.item<double>() / static_cast<double>(log_every);

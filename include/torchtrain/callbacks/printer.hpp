@@ -9,8 +9,9 @@
 
 namespace torchtrain {
 
-/// Used instead of ProgressCallback when disable_tqdm is set. Prints on the local process zero only,
-/// without total_flos: {'loss': 0.6931, 'grad_norm': 1.73, 'learning_rate': 5e-05, 'epoch': 0.67}
+/// Used instead of ProgressCallback when disable_tqdm is set. Prints on the local process zero only, without
+/// total_flos, floats to 4 significant digits as HF v5 does:
+/// {'loss': '0.6931', 'grad_norm': '1.73', 'learning_rate': '5e-05', 'epoch': '0.67'}
 class PrinterCallback : public TrainerCallback {
  public:
   explicit PrinterCallback(std::ostream& out = std::cout) : out_(&out) {}
@@ -19,7 +20,7 @@ class PrinterCallback : public TrainerCallback {
     if (!state.is_local_process_zero || !context.logs) return;
     LogEntry shown = *context.logs;
     shown.erase("total_flos");
-    *out_ << detail::python_dict_repr(shown) << '\n' << std::flush;
+    *out_ << detail::python_log_display(shown) << '\n' << std::flush;
   }
 
  private:

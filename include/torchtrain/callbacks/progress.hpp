@@ -11,7 +11,6 @@
 #include <string>
 
 #include "torchtrain/detail/python_repr.hpp"
-#include "torchtrain/detail/round.hpp"
 #include "torchtrain/detail/terminal.hpp"
 #include "torchtrain/trainer_callback.hpp"
 
@@ -64,10 +63,8 @@ class ProgressCallback : public TrainerCallback {
                 std::to_string(max_str_len_) + ". Consider increasing `max_str_len` if needed.]";
     }
     shown.erase("total_flos");
-    if (shown.contains("epoch") && shown["epoch"].is_number())
-      shown["epoch"] = detail::round_to(shown["epoch"].get<double>(), 2);
     if (interactive_) *out_ << "\r\x1b[K";
-    *out_ << detail::python_dict_repr(shown) << '\n';
+    *out_ << detail::python_log_display(shown) << '\n';
     if (interactive_) draw(*train_, true);
     out_->flush();
   }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "torchtrain/detail/python_json.hpp"
@@ -26,6 +27,14 @@ std::string python_value_repr(const Json& value) {
   return value.dump();
 }
 
+/// f"{value:.4g}" in Python: four significant digits, no trailing zeros, and never "-nan".
+inline std::string python_format_4g(double value) {
+  if (std::isnan(value)) return "nan";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.4g", value);
+  return text;
+}
+
 /// str(dict) in Python for a flat JSON object, keys in their order.
 template <class Json>
 std::string python_dict_repr(const Json& object) {
@@ -37,6 +46,16 @@ std::string python_dict_repr(const Json& object) {
     first = false;
   }
   return out + "}";
+}
+
+/// What HF v5's ProgressCallback and PrinterCallback print for a log entry: str(dict) after each float
+/// became the string f"{v:.4g}", e.g. {'loss': '0.6931', 'learning_rate': '5e-05', 'epoch': '0.67'}.
+template <class Json>
+std::string python_log_display(const Json& logs) {
+  Json shown = logs;
+  for (auto& value : shown)
+    if (value.is_number_float()) value = python_format_4g(value.template get<double>());
+  return python_dict_repr(shown);
 }
 
 }  // namespace torchtrain::detail
