@@ -935,3 +935,67 @@ TEST_CASE("HF v5.3 arguments: grad_norm logged without clipping, warmup_steps as
   CHECK(warnings.contains("warmup_ratio is deprecated"));
   CHECK(logged_learning_rates(trainer.state.log_history) == std::vector<double>{0.0, 5e-3, 1e-2, 5e-3});
 }
+
+TEST_CASE("plan_run: epochs, updates and steps from the arguments and the loader, as HF derives them") {
+  tt::TrainingArguments args;
+  args.per_device_train_batch_size = 4;
+  args.gradient_accumulation_steps = 3;
+  args.num_train_epochs = 2.5;
+  // 10 batches per epoch in windows of 3: 4 updates, the last window a single batch.
+  auto plan = tt::plan_run(args, 10, 40, 1);
+  CHECK(plan.batches_per_epoch == 10);
+  CHECK(plan.updates_per_epoch == 4);
+  CHECK(plan.max_steps == 10);  // ceil(2.5 * 4)
+  CHECK(plan.num_train_epochs == 3);
+  CHECK(plan.num_train_samples == 100.0);  // 40 examples * 2.5 epochs
+
+  args.max_steps = 9;  // max_steps wins: 3 epochs of 4 updates cover it
+  plan = tt::plan_run(args, 10, 40, 2);
+  CHECK(plan.max_steps == 9);
+  CHECK(plan.num_train_epochs == 3);
+  CHECK(plan.num_train_samples == 9.0 * 4 * 3 * 2);  // steps * batch * accumulation * processes
+
+  // Step 6 lies in the second epoch, after its 2 updates, so 6 of its batches are skipped.
+  const auto point = plan.resume_point(6, /*ignore_data_skip=*/false, args.gradient_accumulation_steps);
+  CHECK(point.epochs_trained == 1);
+  CHECK(point.batches_to_skip == 6);
+  CHECK(plan.resume_point(6, /*ignore_data_skip=*/true, 3).batches_to_skip == 0);
+
+  args.gradient_accumulation_steps = 20;  // more than an epoch: one update per epoch
+  CHECK(tt::plan_run(args, 10, 40, 1).updates_per_epoch == 1);
+  args.dataloader_drop_last = true;
+  CHECK_THROWS_WITH(tt::plan_run(args, 0, 3, 1),
+                    Catch::Contains("yields no batch (3 examples, per_device_train_batch_size 4, dataloader_drop_last)"));
+}
+
+TEST_CASE("LoopState: loop_state.json round trip, older files and malformed values") {
+  tt::LoopState state;
+  state.interval_loss = 1.25;
+  state.total_loss = 7.5;
+  state.last_logged_step = 12;
+  state.learning_rate = 5e-5;
+  state.grad_norm = 0.75;
+  state.epoch_end_pending = true;
+  const auto json = state.to_json();
+  CHECK_FALSE(json.contains("world_size"));  // a single process's file has no world_size, as before
+  const auto back = tt::LoopState::from_json(json);
+  CHECK(back.to_json() == json);
+  CHECK(back.grad_norm == 0.75);
+  state.world_size = 2;
+  CHECK(tt::LoopState::from_json(state.to_json()).world_size == 2);
+
+  // An older checkpoint holds only the loss sums: the rest comes from the defaults given.
+  tt::LoopState defaults;
+  defaults.last_logged_step = 40;
+  const auto old = tt::LoopState::from_json({{"interval_loss", 0.5}, {"total_loss", 2.0}}, defaults);
+  CHECK(old.last_logged_step == 40);
+  CHECK_FALSE(old.grad_norm.has_value());
+  CHECK(tt::LoopState::from_json(nullptr, defaults).last_logged_step == 40);
+
+  CHECK_THROWS_AS(tt::LoopState::from_json(nlohmann::json::array()), tt::FileFormatError);
+  CHECK_THROWS_WITH(tt::LoopState::from_json({{"total_loss", 1.0}}), Catch::Contains("'interval_loss' is missing"));
+  CHECK_THROWS_WITH(tt::LoopState::from_json({{"interval_loss", 0.0}, {"total_loss", 0.0}, {"last_logged_step", 1.5}}),
+                    Catch::Contains("'last_logged_step' must be an integer, got 1.5"));
+  CHECK_THROWS_WITH(tt::LoopState::from_json({{"interval_loss", 0.0}, {"total_loss", 0.0}, {"epoch_end_pending", 1}}),
+                    Catch::Contains("'epoch_end_pending' must be true or false"));
+}

@@ -6,7 +6,6 @@
 #include <cstdint>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 namespace torchtrain::detail {
@@ -53,15 +52,19 @@ class LossTracker {
     return total_ + static_cast<double>(interval_);
   }
 
-  nlohmann::json state() {
+  /// The running sums, as a checkpoint saves them: the current interval's and the total before it.
+  struct Sums {
+    double interval = 0.0;
+    double total = 0.0;
+  };
+  Sums sums() {
     fold();
-    return {{"interval_loss", static_cast<double>(interval_)}, {"total_loss", total_}};
+    return {static_cast<double>(interval_), total_};
   }
 
-  void restore(const nlohmann::json& saved) {
-    if (saved.is_null()) return;
-    interval_ = static_cast<float>(saved.at("interval_loss").get<double>());
-    total_ = saved.at("total_loss").get<double>();
+  void restore(const Sums& saved) {
+    interval_ = static_cast<float>(saved.interval);
+    total_ = saved.total;
   }
 
  private:

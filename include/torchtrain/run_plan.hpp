@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: MIT
+// RunPlan: how long a training run is, worked out from the arguments and the training loader's size.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "torchtrain/errors.hpp"
+#include "torchtrain/training_arguments.hpp"
+
+namespace torchtrain {
+
+/// Where a resumed run picks up: whole epochs done, and the micro-batches of the current epoch to skip.
+struct ResumePoint {
+  std::int64_t epochs_trained = 0;
+  std::int64_t batches_to_skip = 0;
+};
+
+/// The sizes HF's _inner_training_loop derives before it starts: an epoch is `batches_per_epoch` micro-batches
+/// in windows of gradient_accumulation_steps, the last window possibly shorter.
+struct RunPlan {
+  std::int64_t batches_per_epoch = 0;  // this process's micro-batches per epoch
+  std::int64_t updates_per_epoch = 0;  // optimizer steps per epoch, at least 1
+  std::int64_t max_steps = 0;
+  std::int64_t num_train_epochs = 0;
+  double num_train_samples = 0;  // what train_samples_per_second divides, as HF counts it
+
+  /// The position of `global_step` in this run's epochs (HF's epochs_trained and steps_trained_in_current_epoch);
+  /// with ignore_data_skip the epoch starts from its first batch.
+  ResumePoint resume_point(std::int64_t global_step, bool ignore_data_skip, std::int64_t accumulation) const {
+    ResumePoint point;
+    point.epochs_trained = global_step / updates_per_epoch;
+    if (!ignore_data_skip) point.batches_to_skip = (global_step % updates_per_epoch) * accumulation;
+    return point;
+  }
+};
+
+/// The plan of a run over a loader of `num_batches` micro-batches per process (`num_examples` in the whole
+/// data set) with `world_size` processes. Throws ArgumentError when the loader yields no batch.
+inline RunPlan plan_run(const TrainingArguments& args, std::size_t num_batches, std::size_t num_examples,
+                        int world_size) {
+  const auto micro_batch_size = args.per_device_train_batch_size;
+  if (num_batches == 0)
+    throw ArgumentError("train: the train dataset yields no batch (" + std::to_string(num_examples) +
+                        " examples, per_device_train_batch_size " + std::to_string(micro_batch_size) +
+                        (args.dataloader_drop_last ? ", dataloader_drop_last" : "") + ")");
+  const std::int64_t ga = args.gradient_accumulation_steps;
+  RunPlan plan;
+  plan.batches_per_epoch = static_cast<std::int64_t>(num_batches);
+  plan.updates_per_epoch = std::max<std::int64_t>((plan.batches_per_epoch + ga - 1) / ga, 1);
+  if (args.max_steps > 0) {
+    plan.max_steps = args.max_steps;
+    plan.num_train_epochs = plan.max_steps / plan.updates_per_epoch + (plan.max_steps % plan.updates_per_epoch > 0);
+    plan.num_train_samples = static_cast<double>(plan.max_steps * micro_batch_size * ga * world_size);
+  } else {
+    plan.max_steps =
+        static_cast<std::int64_t>(std::ceil(args.num_train_epochs * static_cast<double>(plan.updates_per_epoch)));
+    plan.num_train_epochs = static_cast<std::int64_t>(std::ceil(args.num_train_epochs));
+    plan.num_train_samples = static_cast<double>(num_examples) * args.num_train_epochs;
+  }
+  return plan;
+}
+
+}  // namespace torchtrain
