@@ -17,6 +17,7 @@
 #include "torchtrain/data/data_loader.hpp"
 #include "torchtrain/data/epoch_sampler.hpp"
 #include "torchtrain/data/tensor_dataset.hpp"
+#include "torchtrain/distributed.hpp"
 #include "torchtrain/errors.hpp"
 #include "torchtrain/hyperparameter_search.hpp"
 #include "torchtrain/integrations.hpp"

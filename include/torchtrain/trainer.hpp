@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
-#include <numeric>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -18,7 +17,6 @@
 #include "torchtrain/data/collators.hpp"
 #include "torchtrain/data/data_loader.hpp"
 #include "torchtrain/data/epoch_sampler.hpp"
-#include "torchtrain/detail/data_parallel.hpp"
 #include "torchtrain/detail/model_io.hpp"
 #include "torchtrain/model_init.hpp"
 #include "torchtrain/trainer_base.hpp"
@@ -178,10 +176,7 @@ class Trainer : public TrainerBase {
     const auto started = std::chrono::steady_clock::now();
     EvalLoader loader(dataset, data_collator, static_cast<std::size_t>(args.per_device_eval_batch_size),
                       /*drop_last=*/false, static_cast<std::size_t>(args.dataloader_num_workers));
-    // Distributed, each rank evaluates examples rank, rank + world, ... and the results are gathered.
-    std::vector<std::size_t> order = group_ ? detail::evaluation_shard(loader.num_examples(), rank(), world_size())
-                                            : std::vector<std::size_t>(loader.num_examples());
-    if (!group_) std::iota(order.begin(), order.end(), std::size_t{0});
+    std::vector<std::size_t> order = evaluation_order(loader.num_examples());
     const std::size_t order_size = order.size();
     const std::size_t num_batches = (order_size + loader.batch_size() - 1) / loader.batch_size();
     eval_info_ = {num_batches, loader.num_examples(), loader.batch_size()};
@@ -216,9 +211,9 @@ class Trainer : public TrainerBase {
     const std::size_t num_samples = loader.num_examples();
     if (!predictions.empty()) result.predictions = torch::cat(predictions);
     if (!labels.empty()) result.labels = torch::cat(labels);
-    if (group_ && collect) {  // every rank gets the whole set's outputs, so every rank computes the same metrics
-      result.predictions = detail::gather_evaluation(*group_, result.predictions, num_samples, "predictions");
-      result.labels = detail::gather_evaluation(*group_, result.labels, num_samples, "labels");
+    if (collect) {  // distributed, every rank gets the whole set's outputs and computes the same metrics
+      result.predictions = gathered_over_ranks(result.predictions, num_samples, "predictions");
+      result.labels = gathered_over_ranks(result.labels, num_samples, "labels");
     }
     loss_sum = summed_over_ranks(loss_sum);
     Metrics computed;

@@ -21,7 +21,6 @@
 #include "torchtrain/callback_handler.hpp"
 #include "torchtrain/detail/compiled.hpp"
 #include "torchtrain/detail/loss_tracker.hpp"
-#include "torchtrain/distributed.hpp"
 #include "torchtrain/hyperparameter_search.hpp"
 #include "torchtrain/lr_scheduler.hpp"
 #include "torchtrain/resume_from.hpp"
@@ -32,6 +31,7 @@
 namespace torchtrain {
 
 class PreemptionGuard;
+class ProcessGroup;
 
 class TrainerBase {
  public:
@@ -166,11 +166,15 @@ class TrainerBase {
                              std::size_t num_samples, std::size_t num_batches,
                              std::chrono::steady_clock::time_point started) const;
 
+  /// The examples this process evaluates, in order: all of them, or, distributed, rank, rank + world, ...
+  std::vector<std::size_t> evaluation_order(std::size_t num_examples) const;
+  /// Distributed, the whole evaluation set's rows of `local` (undefined stays undefined); else `local`.
+  torch::Tensor gathered_over_ranks(const torch::Tensor& local, std::size_t num_samples, const char* what);
   /// The evaluation loss summed over every rank's examples (distributed), or as it is.
   torch::Tensor summed_over_ranks(torch::Tensor loss_sum);
 
-  int world_size() const { return group_ ? group_->world_size() : 1; }
-  int rank() const { return group_ ? group_->rank() : 0; }
+  int world_size() const;
+  int rank() const;
 
   CallbackHandler handler_;
   CallbackContext context_;

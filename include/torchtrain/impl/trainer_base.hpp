@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <set>
 
 #include "torchtrain/callbacks/default_flow.hpp"
@@ -20,6 +21,7 @@
 #include "torchtrain/detail/json_cast.hpp"
 #include "torchtrain/detail/round.hpp"
 #include "torchtrain/detail/warn.hpp"
+#include "torchtrain/distributed.hpp"
 #include "torchtrain/integrations.hpp"
 #include "torchtrain/loop_state.hpp"
 #include "torchtrain/optimizer.hpp"
@@ -309,6 +311,22 @@ TORCHTRAIN_INLINE Metrics TrainerBase::evaluation_metrics(const std::string& pre
   m[prefix + "_samples_per_second"] = detail::round_to(static_cast<double>(num_samples) / runtime, 3);
   m[prefix + "_steps_per_second"] = detail::round_to(static_cast<double>(num_batches) / runtime, 3);
   return m;
+}
+
+TORCHTRAIN_INLINE int TrainerBase::world_size() const { return group_ ? group_->world_size() : 1; }
+
+TORCHTRAIN_INLINE int TrainerBase::rank() const { return group_ ? group_->rank() : 0; }
+
+TORCHTRAIN_INLINE std::vector<std::size_t> TrainerBase::evaluation_order(std::size_t num_examples) const {
+  if (group_) return detail::evaluation_shard(num_examples, rank(), world_size());
+  std::vector<std::size_t> order(num_examples);
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  return order;
+}
+
+TORCHTRAIN_INLINE torch::Tensor TrainerBase::gathered_over_ranks(const torch::Tensor& local, std::size_t num_samples,
+                                                                 const char* what) {
+  return group_ ? detail::gather_evaluation(*group_, local, num_samples, what) : local;
 }
 
 TORCHTRAIN_INLINE torch::Tensor TrainerBase::summed_over_ranks(torch::Tensor loss_sum) {
