@@ -493,22 +493,4 @@ inline void delete_all_but_best(const fs::path& dir, const std::string& best) {
   }
 }
 
-/// HF's save_metrics: `<split>_results.json`, and the same keys merged into `all_results.json`.
-template <class Metrics>
-void save_metrics(const fs::path& dir, const std::string& split, const Metrics& metrics, bool combined) {
-  fs::create_directories(dir);
-  nlohmann::json values = nlohmann::json::object();
-  for (const auto& [k, v] : metrics.items()) values[k] = v;
-  write_file_atomically(dir / (split + "_results.json"), values.dump(4) + "\n");
-  if (!combined) return;
-  nlohmann::json all = nlohmann::json::object();
-  const fs::path all_path = dir / "all_results.json";
-  if (fs::exists(all_path)) {
-    all = nlohmann::json::parse(torchtrain::detail::read_text_file(all_path.string()), nullptr, false);
-    if (!all.is_object()) all = nlohmann::json::object();
-  }
-  all.update(values);
-  write_file_atomically(all_path, all.dump(4) + "\n");
-}
-
 }  // namespace torchtrain::checkpoint

@@ -24,6 +24,7 @@
 #include "torchtrain/metrics.hpp"
 #include "torchtrain/model_init.hpp"
 #include "torchtrain/optimizer.hpp"
+#include "torchtrain/results_files.hpp"
 #include "torchtrain/search_space.hpp"
 #include "torchtrain/strategies.hpp"
 #include "torchtrain/trainer.hpp"

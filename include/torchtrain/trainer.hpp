@@ -42,6 +42,7 @@
 #include "torchtrain/model_init.hpp"
 #include "torchtrain/optimizer.hpp"
 #include "torchtrain/preemption.hpp"
+#include "torchtrain/results_files.hpp"
 #include "torchtrain/trainer_outputs.hpp"
 
 namespace torchtrain {
@@ -298,7 +299,7 @@ class Trainer {
   /// Writes `<split>_results.json` and merges the metrics into `all_results.json`, as HF does.
   void save_metrics(const std::string& split, const Metrics& metrics, bool combined = true) const {
     if (!state.is_world_process_zero) return;
-    checkpoint::save_metrics(args.output_dir, split, metrics, combined);
+    torchtrain::save_metrics(args.output_dir, split, metrics, combined);
   }
 
   /// Computes the loss of one batch. Override for custom losses; `batch` is already on the device.
