@@ -143,6 +143,26 @@ TEST_CASE("CRC32C gives the Castagnoli check values in hardware and in software"
   CHECK_THROWS_AS(tt::detail::crc32c_of_file((dir / "missing").string()), tt::FileFormatError);
 }
 
+TEST_CASE("write_file_atomically replaces a file whole and names the path when it cannot") {
+  TempDir dir("atomic");
+  const fs::path path = dir / "results.json";
+  tt::detail::write_file_atomically(path, "first");
+  tt::detail::write_file_atomically(path, "second, longer");
+  CHECK(tt_test::read_file(path) == "second, longer");
+  std::set<std::string> left;
+  for (const auto& entry : fs::directory_iterator(dir.path())) left.insert(entry.path().filename().string());
+  CHECK(left == std::set<std::string>{"results.json"});  // no staging sibling left behind
+
+  const fs::path missing = dir / "no-such-folder" / "results.json";
+  CHECK_THAT(thrown<tt::Error>([&] { tt::detail::write_file_atomically(missing, "x"); }),
+             Catch::Contains((dir / "no-such-folder" / ".tmp-results.json").string()) &&
+                 Catch::Contains("cannot create the file"));
+  fs::create_directories(dir / "a-folder");
+  CHECK_THAT(thrown<tt::Error>([&] { tt::detail::write_file_atomically(dir / "a-folder", "x"); }),
+             Catch::Contains((dir / "a-folder").string()) && Catch::Contains("cannot replace the file"));
+  CHECK_FALSE(fs::exists(dir / ".tmp-a-folder"));
+}
+
 TEST_CASE("every checkpoint has a manifest listing each file with its size and CRC32C") {
   TempDir dir("manifest");
   train_three_checkpoints(dir.str());

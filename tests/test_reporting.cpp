@@ -1,5 +1,6 @@
 // Reporting: report_to, TensorBoard event files decoded by a reader of their own, CSV and JSON-lines logs
-// across a resume, the SVG figure of plot_trainer_state, and the progress display.
+// across a resume, the results files of save_metrics, the SVG figure of plot_trainer_state, and the progress
+// display.
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
@@ -646,6 +647,28 @@ TEST_CASE("CSV and JSON-lines logs: paths come from the arguments of each train(
 }
 
 // ---- plot_trainer_state ----------------------------------------------------------------------------------------
+
+TEST_CASE("save_metrics writes <split>_results.json and merges every split into all_results.json as HF does",
+          "[reporting][results]") {
+  TempDir dir("results");
+  tt::Metrics train_metrics, eval_metrics;
+  train_metrics["train_loss"] = 0.5;
+  train_metrics["epoch"] = 2.0;
+  eval_metrics["eval_loss"] = 0.25;
+  eval_metrics["epoch"] = 3.0;
+  tt::save_metrics(dir / "out", "train", train_metrics);
+  tt::save_metrics(dir / "out", "eval", eval_metrics);
+  CHECK(tt_test::read_file(dir / "out/train_results.json") == "{\n    \"epoch\": 2.0,\n    \"train_loss\": 0.5\n}\n");
+  CHECK(tt_test::read_file(dir / "out/all_results.json") ==
+        "{\n    \"epoch\": 3.0,\n    \"eval_loss\": 0.25,\n    \"train_loss\": 0.5\n}\n");
+  tt::save_metrics(dir / "out", "test", eval_metrics, /*combined=*/false);
+  CHECK(fs::exists(dir / "out/test_results.json"));
+  CHECK(nlohmann::json::parse(tt_test::read_file(dir / "out/all_results.json")).size() == 3);
+  tt_test::write_file(dir / "out/all_results.json", "not JSON");  // an unreadable one is started afresh
+  tt::save_metrics(dir / "out", "eval", eval_metrics);
+  CHECK(nlohmann::json::parse(tt_test::read_file(dir / "out/all_results.json")) ==
+        nlohmann::json::parse(tt_test::read_file(dir / "out/eval_results.json")));
+}
 
 TEST_CASE("plot_trainer_state draws a well-formed SVG with one path per series", "[reporting][plot]") {
   TempDir dir("plot");

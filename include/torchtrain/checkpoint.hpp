@@ -18,9 +18,6 @@
 #include <utility>
 #include <vector>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <ATen/Context.h>
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
@@ -51,7 +48,7 @@ inline constexpr const char* kLoopStateFile = "loop_state.json";
 inline constexpr const char* kTrainerStateFile = "trainer_state.json";
 inline constexpr const char* kTrainingArgsFile = "training_args.json";
 inline constexpr const char* kManifestFile = CheckpointManifest::kFileName;
-inline constexpr const char* kStagingPrefix = ".tmp-";
+inline constexpr const char* kStagingPrefix = torchtrain::detail::kStagingPrefix;
 
 /// The processes of a distributed run writing one checkpoint together: each writes its own random state,
 /// rank 0 everything else. `barrier` returns once every rank has called it with the same text. The default is
@@ -69,14 +66,6 @@ inline std::string rng_file_name(int rank, int world_size) {
 }
 
 namespace detail {
-
-inline void fsync_path(const fs::path& path, bool directory) {
-  const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) throw CheckpointError("cannot open '" + path.string() + "' to flush it to disk");
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) throw CheckpointError("cannot flush '" + path.string() + "' to disk (fsync failed)");
-}
 
 // checkpoint-<N> -> N, or nothing for other names.
 inline std::optional<std::int64_t> checkpoint_step(const fs::path& folder) {
@@ -228,14 +217,8 @@ inline void set_after_file_written_hook(std::function<void(const fs::path&)> hoo
 
 }  // namespace detail
 
-/// Writes `text` to `path` through a temporary sibling and a rename, so readers never see half a file.
-inline void write_file_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.parent_path() / (std::string(kStagingPrefix) + path.filename().string());
-  torchtrain::detail::DurableFile file(tmp);
-  file.write(text.data(), text.size());
-  file.commit();
-  fs::rename(tmp, path);
-}
+/// Replaces a file through its staging sibling and a rename (see detail::write_file_atomically).
+using torchtrain::detail::write_file_atomically;
 
 inline void save_module(const torch::nn::Module& module, const fs::path& path) {
   torch::serialize::OutputArchive archive;
@@ -408,10 +391,10 @@ inline void save(const fs::path& folder, const TrainingArguments& args, const Tr
     }
     manifest.write(staging);  // last: a manifest that agrees with the files proves they are complete
     if (const auto& hook = detail::after_file_written_hook()) hook(staging / kManifestFile);
-    detail::fsync_path(staging, true);
+    torchtrain::detail::fsync_path(staging, true);
     fs::remove_all(folder);  // a second save at the same step replaces the first
     fs::rename(staging, folder);
-    detail::fsync_path(parent, true);
+    torchtrain::detail::fsync_path(parent, true);
   } catch (const std::exception& e) {
     std::error_code ignored;
     fs::remove_all(staging, ignored);
@@ -508,24 +491,6 @@ inline void delete_all_but_best(const fs::path& dir, const std::string& best) {
     std::error_code ec;
     if (!fs::equivalent(folder, best, ec)) fs::remove_all(folder, ec);
   }
-}
-
-/// HF's save_metrics: `<split>_results.json`, and the same keys merged into `all_results.json`.
-template <class Metrics>
-void save_metrics(const fs::path& dir, const std::string& split, const Metrics& metrics, bool combined) {
-  fs::create_directories(dir);
-  nlohmann::json values = nlohmann::json::object();
-  for (const auto& [k, v] : metrics.items()) values[k] = v;
-  write_file_atomically(dir / (split + "_results.json"), values.dump(4) + "\n");
-  if (!combined) return;
-  nlohmann::json all = nlohmann::json::object();
-  const fs::path all_path = dir / "all_results.json";
-  if (fs::exists(all_path)) {
-    all = nlohmann::json::parse(torchtrain::detail::read_text_file(all_path.string()), nullptr, false);
-    if (!all.is_object()) all = nlohmann::json::object();
-  }
-  all.update(values);
-  write_file_atomically(all_path, all.dump(4) + "\n");
 }
 
 }  // namespace torchtrain::checkpoint

@@ -19,7 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "torchtrain/checkpoint.hpp"
+#include "torchtrain/detail/durable_file.hpp"
 #include "torchtrain/detail/warn.hpp"
 #include "torchtrain/errors.hpp"
 #include "torchtrain/search_space.hpp"
@@ -371,8 +371,8 @@ class HyperparameterSearch {
   // Both files through a temporary sibling and a rename: a crash leaves the previous complete version.
   void save() const {
     std::filesystem::create_directories(output_dir_);
-    checkpoint::write_file_atomically(json_path(), summary().dump(2) + "\n");
-    checkpoint::write_file_atomically(csv_path(), csv());
+    detail::write_file_atomically(json_path(), summary().dump(2) + "\n");
+    detail::write_file_atomically(csv_path(), csv());
   }
 
   BestRun best_run() const {

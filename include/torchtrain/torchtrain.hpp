@@ -26,6 +26,7 @@
 #include "torchtrain/metrics.hpp"
 #include "torchtrain/model_init.hpp"
 #include "torchtrain/optimizer.hpp"
+#include "torchtrain/results_files.hpp"
 #include "torchtrain/resume_from.hpp"
 #include "torchtrain/run_plan.hpp"
 #include "torchtrain/search_space.hpp"

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "torchtrain/detail/durable_file.hpp"
 #include "torchtrain/detail/text_file.hpp"
 #include "torchtrain/trainer_callback.hpp"
 
@@ -34,7 +35,7 @@ class LogFileCallback : public TrainerCallback {
     for (const LogEntry& entry : state.log_history) rows_.push_back(to_row(entry, entry.value("step", state.global_step)));
     if (state.global_step > 0 && std::filesystem::exists(path_)) {  // a resume: keep what the file has of rows_
       if (const auto kept = kept_rows(read_text_file(path_), rows_)) {
-        replace_text_file(path_, *kept);
+        write_file_atomically(path_, *kept);
         return;
       }
     }
@@ -92,7 +93,7 @@ class LogFileCallback : public TrainerCallback {
     return path.string();
   }
 
-  void rewrite() { replace_text_file(path_, render(rows_)); }
+  void rewrite() { write_file_atomically(path_, render(rows_)); }
 
   std::string explicit_path_, default_name_, path_;
   std::vector<LogEntry> rows_;

@@ -41,20 +41,6 @@ inline void write_text_file(const std::string& path, std::string_view text) {
   if (!written || !closed) throw Error(path + ": cannot write the file: " + errno_text());
 }
 
-/// Replaces the file at `path` by writing a hidden sibling (.tmp-<name>) and renaming it over the file, so that a
-/// crash at any moment leaves either the old file or the new one; throws Error naming the path.
-inline void replace_text_file(const std::string& path, std::string_view text) {
-  const std::size_t slash = path.find_last_of('/');
-  const std::string folder = slash == std::string::npos ? "" : path.substr(0, slash + 1);
-  const std::string tmp = folder + ".tmp-" + path.substr(slash == std::string::npos ? 0 : slash + 1);
-  write_text_file(tmp, text);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string reason = errno_text();
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot replace the file: " + reason);
-  }
-}
-
 /// Appends `text` to the file at `path` (created if missing); throws Error naming the path.
 inline void append_text_file(const std::string& path, std::string_view text) {
   std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "ab"));

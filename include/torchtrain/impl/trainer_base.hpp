@@ -26,6 +26,7 @@
 #include "torchtrain/loop_state.hpp"
 #include "torchtrain/optimizer.hpp"
 #include "torchtrain/preemption.hpp"
+#include "torchtrain/results_files.hpp"
 #include "torchtrain/trainer_base.hpp"
 
 namespace torchtrain {
@@ -119,7 +120,7 @@ TORCHTRAIN_INLINE void TrainerBase::save_state() const {
 
 TORCHTRAIN_INLINE void TrainerBase::save_metrics(const std::string& split, const Metrics& metrics, bool combined) const {
   if (!state.is_world_process_zero) return;
-  checkpoint::save_metrics(args.output_dir, split, metrics, combined);
+  torchtrain::save_metrics(args.output_dir, split, metrics, combined);
 }
 
 TORCHTRAIN_INLINE void TrainerBase::finish_construction(std::vector<CallbackPtr> callbacks) {
