@@ -9,7 +9,7 @@
 #include <torch/nn.h>
 #include <torch/optim/adamw.h>
 
-#include "torchtrain/training_arguments.hpp"
+#include "torchtrain/training_arguments_fields.hpp"
 
 namespace torchtrain {
 

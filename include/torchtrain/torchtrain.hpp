@@ -2,6 +2,7 @@
 // torchtrain: a Hugging Face style Trainer for LibTorch. The one header users include.
 #pragma once
 
+#include "torchtrain/argument_parser.hpp"
 #include "torchtrain/callback_handler.hpp"
 #include "torchtrain/callbacks/csv_logger.hpp"
 #include "torchtrain/callbacks/default_flow.hpp"
@@ -37,5 +38,7 @@
 #include "torchtrain/trainer_control.hpp"
 #include "torchtrain/trainer_outputs.hpp"
 #include "torchtrain/trainer_state.hpp"
+#include "torchtrain/trainer_types.hpp"
 #include "torchtrain/training_arguments.hpp"
+#include "torchtrain/training_arguments_fields.hpp"
 #include "torchtrain/version.hpp"

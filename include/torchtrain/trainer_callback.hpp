@@ -2,7 +2,6 @@
 // TrainerCallback: the base class of everything that watches or steers the training loop.
 #pragma once
 
-#include <cstddef>
 #include <exception>
 #include <optional>
 #include <string>
@@ -12,6 +11,7 @@
 #include "torchtrain/detail/type_name.hpp"
 #include "torchtrain/trainer_control.hpp"
 #include "torchtrain/trainer_state.hpp"
+#include "torchtrain/trainer_types.hpp"
 #include "torchtrain/training_arguments.hpp"
 
 namespace torch::nn {
@@ -25,16 +25,6 @@ namespace torchtrain {
 
 class LRScheduler;
 class HyperparameterTrial;
-
-/// Named metrics, in insertion order (what `compute_metrics`, `evaluate` and `predict` return).
-using Metrics = nlohmann::ordered_json;
-
-/// The shape of a data loader, as callbacks see it.
-struct DataLoaderInfo {
-  std::size_t num_batches = 0;
-  std::size_t num_samples = 0;
-  std::size_t batch_size = 0;
-};
 
 /// What Hugging Face passes to callbacks as keyword arguments. Pointers are null when the object does not
 /// exist yet (the optimizer during on_init_end) or does not apply to the event (`logs` outside on_log).

@@ -9,7 +9,7 @@
 
 #include <torch/types.h>
 
-#include "torchtrain/trainer_callback.hpp"
+#include "torchtrain/trainer_types.hpp"
 
 namespace torchtrain {
 
@@ -24,18 +24,20 @@ struct EvalPrediction {
   torch::Tensor label_ids;  // undefined when the data has no labels
 };
 
+/// What train() returns.
 struct TrainOutput {
-  std::int64_t global_step = 0;
-  double training_loss = 0.0;
-  Metrics metrics;
+  std::int64_t global_step = 0;  // optimizer steps taken, counting those before a resume
+  double training_loss = 0.0;    // the mean training loss over those steps
+  Metrics metrics;               // train_runtime, train_samples_per_second, ..., train_loss
   /// The signal (SIGTERM or SIGINT) that stopped training early after a checkpoint at global_step, or 0.
   int preempted_by = 0;
 };
 
+/// What predict() returns.
 struct PredictionOutput {
-  torch::Tensor predictions;
-  torch::Tensor label_ids;
-  Metrics metrics;
+  torch::Tensor predictions;  // of the whole data set, on the CPU
+  torch::Tensor label_ids;    // undefined when the data has no labels
+  Metrics metrics;            // test_loss (with labels), compute_metrics' values, test_runtime, ...
 };
 
 }  // namespace torchtrain

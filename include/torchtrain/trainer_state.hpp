@@ -20,12 +20,10 @@
 #include "torchtrain/detail/warn.hpp"
 #include "torchtrain/errors.hpp"
 #include "torchtrain/strategies.hpp"
+#include "torchtrain/trainer_types.hpp"
 #include "torchtrain/training_arguments.hpp"
 
 namespace torchtrain {
-
-/// One log() call: keys in insertion order, values are numbers or strings.
-using LogEntry = nlohmann::ordered_json;
 
 struct TrainerState {
   std::optional<double> epoch = 0.0;  // fractional epoch; 0 before training, as in HF v5 (null in older files)

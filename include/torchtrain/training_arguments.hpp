@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MIT
-// TrainingArguments: every knob of the training loop, with Hugging Face's names, defaults and validation rules.
+// TrainingArguments: every knob of the training loop, with Hugging Face's names, defaults and validation rules;
+// its validation, JSON round trip and TrainingArguments::parse. The struct itself is in
+// training_arguments_fields.hpp, for code that only reads the fields; ArgumentParser, for programs with flags of
+// their own, in argument_parser.hpp, which this header includes at its end.
 #pragma once
 
 #include <algorithm>
@@ -8,13 +11,10 @@
 #include <cstdlib>
 #include <iostream>
 #include <optional>
-#include <ostream>
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <utility>
 #include <variant>
-#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -27,162 +27,11 @@
 #include "torchtrain/detail/warn.hpp"
 #include "torchtrain/errors.hpp"
 #include "torchtrain/strategies.hpp"
+#include "torchtrain/training_arguments_fields.hpp"
 
 namespace torchtrain {
 
-struct TrainingArguments {
-  // Output
-  std::string output_dir = "trainer_output";
-  std::string logging_dir;  // empty: output_dir/runs/<date>_<host>
-  std::string run_name;     // empty: output_dir
-
-  // Length of training
-  double num_train_epochs = 3.0;  // fractional allowed
-  std::int64_t max_steps = -1;    // > 0 overrides num_train_epochs
-
-  // Batching
-  std::int64_t per_device_train_batch_size = 8;
-  std::int64_t per_device_eval_batch_size = 8;
-  std::int64_t gradient_accumulation_steps = 1;
-  bool dataloader_drop_last = false;
-  std::int64_t dataloader_num_workers = 0;
-
-  // Optimizer (AdamW) and clipping
-  double learning_rate = 5e-5;
-  double weight_decay = 0.0;
-  double adam_beta1 = 0.9;
-  double adam_beta2 = 0.999;
-  double adam_epsilon = 1e-8;
-  double max_grad_norm = 1.0;  // <= 0 disables clipping; grad_norm is logged either way
-
-  // Learning-rate schedule
-  SchedulerType lr_scheduler_type = SchedulerType::linear;
-  double warmup_steps = 0;                 // a whole number of steps, or below 1 a ratio of the training steps
-  std::optional<double> warmup_ratio;       // deprecated, as in HF v5: use warmup_steps; when set, it wins
-
-  // Logging. *_steps below 1 are ratios of max_steps.
-  IntervalStrategy logging_strategy = IntervalStrategy::steps;
-  double logging_steps = 500;
-  bool logging_first_step = false;
-  bool logging_nan_inf_filter = true;
-
-  // Evaluation
-  IntervalStrategy eval_strategy = IntervalStrategy::no;
-  std::optional<double> eval_steps;  // unset: logging_steps
-  double eval_delay = 0;             // steps or (fractional) epochs, following eval_strategy
-  bool eval_on_start = false;
-
-  // Checkpoints
-  SaveStrategy save_strategy = SaveStrategy::steps;
-  double save_steps = 500;
-  std::optional<std::int64_t> save_total_limit;
-  bool save_only_model = false;
-  bool load_best_model_at_end = false;
-  std::optional<std::string> metric_for_best_model;  // "loss" when load_best_model_at_end or plateau schedule
-  std::optional<bool> greater_is_better;             // unset: !metric_for_best_model.ends_with("loss")
-  bool restore_callback_states_from_checkpoint = true;
-  bool ignore_data_skip = false;
-
-  // Reproducibility
-  std::uint64_t seed = 42;
-  std::optional<std::uint64_t> data_seed;  // unset: seed
-
-  // Display, reporting, device
-  bool disable_tqdm = false;
-  std::vector<std::string> report_to{"all"};  // all, none, or of tensorboard, csv, jsonl
-  bool use_cpu = false;
-
-  // Distributed training (under torchrun, or with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set)
-  std::int64_t ddp_timeout = 1800;  // seconds any collective may wait for the other processes
-
-  /// Applies Hugging Face's post-init rules: fills eval_steps, metric_for_best_model and greater_is_better
-  /// when they are derived, and throws ArgumentError naming the field, its value and the fix for anything
-  /// invalid. Every factory below calls it, and so does the Trainer; calling it twice changes nothing.
-  void validate();
-
-  /// The warmup of a run of num_training_steps: ceil(num_training_steps * ratio) for warmup_ratio, or for a
-  /// warmup_steps below 1; otherwise warmup_steps.
-  std::int64_t get_warmup_steps(std::int64_t num_training_steps) const;
-
-  /// Warns for each deprecated field that is set (warmup_ratio), naming its replacement; train() calls it.
-  void warn_deprecated_fields() const;
-
-  /// The seed of the data shuffle: data_seed, or seed when unset.
-  std::uint64_t effective_data_seed() const { return data_seed.value_or(seed); }
-
-  /// Every field under its name; enums as HF spells them, unset optionals as null.
-  nlohmann::json to_json() const;
-  /// to_json() with indent 2 and a trailing newline.
-  std::string to_json_string() const;
-  /// Reads the fields present in `json` (others keep their defaults) and validates. An unknown key is ignored
-  /// with a warning; a wrong JSON type throws FileFormatError and an invalid value ArgumentError, both naming
-  /// `source` and the key.
-  static TrainingArguments from_json(const nlohmann::json& json, const std::string& source = "<json>");
-
-  /// Writes to_json_string() to `path` (conventionally <dir>/training_args.json).
-  void save_to_json(const std::string& path) const;
-  /// from_json() on the file at `path`; FileFormatError naming the path when it is missing or not a JSON object.
-  static TrainingArguments load_from_json(const std::string& path);
-
-  /// Parses Hugging Face flags (see ArgumentParser) and validates. An unknown flag or bad value throws
-  /// ArgumentError; --help prints every flag to stdout and exits with status 0, as argparse does. Programs
-  /// with flags of their own, or that must not exit, use ArgumentParser.
-  static TrainingArguments parse(int argc, const char* const* argv);
-};
-
-/// What ArgumentParser returns.
-struct ParseResult {
-  TrainingArguments args;                 // validated; the defaults when help was requested
-  std::vector<std::string> unrecognized;  // parse_known only: tokens no flag claimed, in order
-  bool help_requested = false;            // --help/-h: help was printed and nothing else was done; exit 0
-};
-
-/// Command-line parser for TrainingArguments plus a program's own flags.
-///
-///   --name value, --name=value     every argument
-///   --flag, --flag true|false      booleans (also yes/no, 1/0); --no_flag sets false
-///   --name none                    unsets an optional argument (eval_steps, save_total_limit, ...)
-///   --report_to tensorboard,csv    lists are one comma-separated value
-///   --config FILE.json, or a leading FILE.json
-///                                  reads arguments first; flags on the command line override them,
-///                                  wherever they stand. Program flags may be set in the file too.
-///   -h, --help                     prints every flag with its default and help line
-///
-/// A repeated flag: the last one wins. Anything after "--" is left unparsed.
-class ArgumentParser {
- public:
-  /// `defaults` are the values before any flag; --help shows them.
-  explicit ArgumentParser(std::string description = "", TrainingArguments defaults = {})
-      : description_(std::move(description)), defaults_(std::move(defaults)) {}
-
-  /// Registers --name, written to `target` when given; the value `target` holds now is the default shown by
-  /// --help. T: std::string, std::int64_t, std::uint64_t, double, bool, std::optional of these, or
-  /// std::vector<std::string>.
-  template <class T>
-  ArgumentParser& add_argument(std::string name, T& target, std::string help);
-
-  /// Parses every token; an unknown flag or stray value throws ArgumentError with the closest valid flag.
-  ParseResult parse(int argc, const char* const* argv, std::ostream& help_out = std::cout) const {
-    return run(argc, argv, help_out, false);
-  }
-  /// Like parse(), but returns the tokens it does not know in ParseResult::unrecognized.
-  ParseResult parse_known(int argc, const char* const* argv, std::ostream& help_out = std::cout) const {
-    return run(argc, argv, help_out, true);
-  }
-
-  void print_help(std::ostream& out, std::string_view program = "train") const;
-
- private:
-  ParseResult run(int argc, const char* const* argv, std::ostream& help_out, bool allow_unrecognized) const;
-
-  std::string description_;
-  TrainingArguments defaults_;
-  detail::ArgumentList program_arguments_;
-};
-
-// ---------------------------------------------------------------------------------------------------------------
-
-inline void TrainingArguments::validate() {
+inline auto TrainingArguments::validate() {
   using detail::format_number;
   const auto fail = [](std::string_view field, const std::string& value, const std::string& why) {
     throw ArgumentError("TrainingArguments." + std::string(field) + " = " + value + ": " + why);
@@ -327,14 +176,7 @@ inline void TrainingArguments::validate() {
   }
 }
 
-inline std::int64_t TrainingArguments::get_warmup_steps(std::int64_t num_training_steps) const {
-  const double warmup = warmup_ratio.value_or(warmup_steps);
-  // A ratio of 1 (deprecated warmup_ratio only) is the whole run; warmup_steps 1 is one step, as in HF.
-  if (warmup >= 1 && !warmup_ratio) return static_cast<std::int64_t>(warmup);
-  return static_cast<std::int64_t>(std::ceil(static_cast<double>(num_training_steps) * warmup));
-}
-
-inline void TrainingArguments::warn_deprecated_fields() const {
+inline auto TrainingArguments::warn_deprecated_fields() const {
   if (warmup_ratio)
     detail::warn("warmup_ratio is deprecated, as in Hugging Face v5: use warmup_steps, which takes a ratio below 1 "
                  "(warmup_steps " + detail::format_number(*warmup_ratio) + " here)" +
@@ -342,19 +184,19 @@ inline void TrainingArguments::warn_deprecated_fields() const {
                                     : ""));
 }
 
-inline nlohmann::json TrainingArguments::to_json() const {
+inline auto TrainingArguments::to_json() const {
   nlohmann::json json = nlohmann::json::object();
   for (const auto& field : detail::argument_fields<TrainingArguments>())
     json[std::string(field.name)] = detail::field_to_json(field, *this);
   return json;
 }
 
-inline std::string TrainingArguments::to_json_string() const {
+inline auto TrainingArguments::to_json_string() const {
   // A path that is not valid UTF-8 is written with U+FFFD rather than failing the whole save.
   return to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
-inline TrainingArguments TrainingArguments::from_json(const nlohmann::json& json, const std::string& source) {
+inline auto TrainingArguments::from_json(const nlohmann::json& json, const std::string& source) {
   TrainingArguments args;
   detail::apply_json_object(detail::bind_argument_fields(args), json, source);
   try {
@@ -365,66 +207,21 @@ inline TrainingArguments TrainingArguments::from_json(const nlohmann::json& json
   return args;
 }
 
-inline void TrainingArguments::save_to_json(const std::string& path) const {
+inline auto TrainingArguments::save_to_json(const std::string& path) const {
   detail::write_text_file(path, to_json_string());
 }
 
-inline TrainingArguments TrainingArguments::load_from_json(const std::string& path) {
+inline auto TrainingArguments::load_from_json(const std::string& path) {
   return from_json(detail::read_json_file(path), path);
 }
 
-inline TrainingArguments TrainingArguments::parse(int argc, const char* const* argv) {
-  ParseResult result = ArgumentParser().parse(argc, argv, std::cout);
-  if (result.help_requested) std::exit(0);
-  return std::move(result.args);
-}
-
-template <class T>
-ArgumentParser& ArgumentParser::add_argument(std::string name, T& target, std::string help) {
-  static_assert(std::is_constructible_v<detail::ValueRef, T*>,
-                "add_argument: the target must be std::string, std::int64_t, std::uint64_t, double, bool, "
-                "std::optional of one of these, or std::vector<std::string>");
-  if (detail::starts_with(name, "--")) name.erase(0, 2);
-  TrainingArguments probe;
-  const bool taken = name == "help" || name == "h" || name == "config" ||
-                     detail::find_argument(program_arguments_, name) ||
-                     detail::find_argument(detail::bind_argument_fields(probe), name);
-  if (name.empty() || name.find_first_of("= \t") != std::string::npos || detail::starts_with(name, "-"))
-    throw ArgumentError("ArgumentParser::add_argument: '" + name +
-                        "' is not a valid flag name; use letters, digits "
-                        "and underscores");
-  if (taken) throw ArgumentError("ArgumentParser::add_argument: --" + name + " already exists; choose another name");
-  program_arguments_.push_back({std::move(name), detail::ValueRef(&target), std::move(help)});
-  return *this;
-}
-
-inline void ArgumentParser::print_help(std::ostream& out, std::string_view program) const {
-  TrainingArguments shown = defaults_;
-  const detail::ArgumentList fields = detail::bind_argument_fields(shown);
-  detail::write_help(out, program, description_,
-                     {{"program options", &program_arguments_}, {"training arguments", &fields}});
-}
-
-inline ParseResult ArgumentParser::run(int argc, const char* const* argv, std::ostream& help_out,
-                                       bool allow_unrecognized) const {
-  const detail::CommandLine command_line(argc, argv);
-  ParseResult result;
-  result.args = defaults_;
-  if (command_line.help_requested()) {
-    std::string program = argc > 0 ? argv[0] : "train";
-    program.erase(0, program.find_last_of('/') + 1);
-    print_help(help_out, program);
-    result.help_requested = true;
-    return result;
-  }
-  detail::ArgumentList arguments = program_arguments_;
-  const detail::ArgumentList fields = detail::bind_argument_fields(result.args);
-  arguments.insert(arguments.end(), fields.begin(), fields.end());
-  if (const auto path = command_line.config_path())
-    detail::apply_json_object(arguments, detail::read_json_file(*path), *path);
-  result.unrecognized = command_line.apply(arguments, allow_unrecognized);
-  result.args.validate();
-  return result;
+inline auto TrainingArguments::parse(int argc, const char* const* argv) {
+  TrainingArguments args;
+  if (detail::parse_command_line(argc, argv, args, {}, "", std::cout, nullptr)) std::exit(0);
+  return args;
 }
 
 }  // namespace torchtrain
+
+// ArgumentParser builds on the definitions above; with it, this header gives the whole TrainingArguments API.
+#include "torchtrain/argument_parser.hpp"

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Reading a list of bound arguments from a JSON object, a JSON file or command-line tokens, and printing
-// their --help. Knows nothing of TrainingArguments: it sees names, value pointers and help lines.
+// their --help. Knows nothing of TrainingArguments: it sees names, value pointers and help lines, and the
+// arguments struct as a template parameter (whose fields argument_fields.hpp lists).
 #pragma once
 
 #include <algorithm>
@@ -245,6 +246,38 @@ inline void write_help(std::ostream& out, std::string_view program, std::string_
            argument.help + " (default: " + value_text(argument.value) + ")");
   }
   out << "\nBooleans: a bare --FLAG means true; --no_FLAG means false. Optional values accept none.\n";
+}
+
+/// --help for a program's own arguments followed by the fields of `defaults`, each with its default.
+template <class Args>
+void write_arguments_help(std::ostream& out, std::string_view program, std::string_view description,
+                          const ArgumentList& program_arguments, Args defaults) {
+  const ArgumentList fields = bind_argument_fields(defaults);
+  write_help(out, program, description, {{"program options", &program_arguments}, {"training arguments", &fields}});
+}
+
+/// Parses a command line into `args`, which holds the defaults, and into `program_arguments`: the JSON file of
+/// --config (or a leading FILE.json) first, then the flags; then validates `args`. Tokens no argument claims are
+/// appended to `unrecognized`, or, when it is null, throw ArgumentError. With --help or -h, writes the help to
+/// `help_out`, changes nothing and returns true.
+template <class Args>
+bool parse_command_line(int argc, const char* const* argv, Args& args, const ArgumentList& program_arguments,
+                        std::string_view description, std::ostream& help_out, std::vector<std::string>* unrecognized) {
+  const CommandLine command_line(argc, argv);
+  if (command_line.help_requested()) {
+    std::string program = argc > 0 ? argv[0] : "train";
+    program.erase(0, program.find_last_of('/') + 1);
+    write_arguments_help(help_out, program, description, program_arguments, args);
+    return true;
+  }
+  ArgumentList arguments = program_arguments;
+  const ArgumentList fields = bind_argument_fields(args);
+  arguments.insert(arguments.end(), fields.begin(), fields.end());
+  if (const auto path = command_line.config_path()) apply_json_object(arguments, read_json_file(*path), *path);
+  std::vector<std::string> left = command_line.apply(arguments, unrecognized != nullptr);
+  if (unrecognized) *unrecognized = std::move(left);
+  args.validate();
+  return false;
 }
 
 }  // namespace torchtrain::detail
