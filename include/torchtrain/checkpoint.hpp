@@ -32,6 +32,7 @@
 #include "torchtrain/detail/text_file.hpp"
 #include "torchtrain/detail/warn.hpp"
 #include "torchtrain/errors.hpp"
+#include "torchtrain/loop_state.hpp"
 #include "torchtrain/lr_scheduler.hpp"
 #include "torchtrain/trainer_state.hpp"
 #include "torchtrain/training_arguments.hpp"
@@ -195,15 +196,6 @@ class TrainingSnapshot {
   std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> group_options_;
   nlohmann::json scheduler_state_;
 };
-
-// The running loss sums the loop restores: null (an older checkpoint) or {"interval_loss", "total_loss"}.
-inline void check_loop_state(const nlohmann::json& loop_state) {
-  if (loop_state.is_null()) return;
-  for (const char* key : {"interval_loss", "total_loss"})
-    if (!loop_state.is_object() || !loop_state.contains(key) || !loop_state.at(key).is_number())
-      throw FileFormatError(std::string("expected an object with the numbers interval_loss and total_loss; ") +
-                            key + " is missing or not a number");
-}
 
 // Test hook: called with the path of each file once it is written and flushed into a checkpoint's staging
 // folder, so a test can stop the process in the middle of a save. Empty (nothing is called) unless a test sets it.
@@ -433,7 +425,7 @@ inline Loaded load(const fs::path& folder, torch::nn::Module& model, torch::opti
     loaded.state = TrainerState::load_from_json((folder / kTrainerStateFile).string());
     stage = kLoopStateFile;
     if (fs::exists(folder / kLoopStateFile)) loaded.loop_state = read_json(kLoopStateFile);
-    detail::check_loop_state(loaded.loop_state);
+    LoopState::from_json(loaded.loop_state);  // checked here, before anything changes
     stage = kModelFile;
     model_archive.load_from((folder / kModelFile).string());
     detail::match_module_archive(model, model_archive, model_tensors);
