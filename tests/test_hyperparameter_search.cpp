@@ -272,7 +272,7 @@ TEST_CASE("a search that crashed continues where it stopped when it is run again
   }
 }
 
-TEST_CASE("SIGTERM in a trial saves its checkpoint and stops the search with PreemptedError; it continues from there", "[hp_search]") {
+TEST_CASE("SIGTERM in a trial saves its checkpoint and stops the search with PreemptedError, and it continues from there", "[hp_search]") {
   TempDir reference_dir("hp-reference");
   auto reference = make_trainer(search_args(reference_dir.str()));
   const auto expected = reference->hyperparameter_search(kLearningRates, 4, tt::Direction::minimize, tt::Sampler::grid());

@@ -738,6 +738,16 @@ std::vector<torch::Tensor> copy_of(const std::vector<torch::Tensor>& parameters)
   return copies;
 }
 
+// Four logged updates of batch 4 at learning rate 0.01.
+tt::TrainingArguments four_logged_steps(const std::string& dir) {
+  auto args = quiet_args(dir);
+  args.per_device_train_batch_size = 4;
+  args.max_steps = 4;
+  args.logging_steps = 1;
+  args.learning_rate = 1e-2;
+  return args;
+}
+
 bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
   for (std::size_t i = 0; i < a.size(); ++i)
     if (!torch::equal(a[i], b[i])) return false;
@@ -746,14 +756,9 @@ bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Ten
 
 }  // namespace
 
-TEST_CASE("a second train() on the same Trainer runs a fresh schedule; a scheduler the user passed is kept") {
+TEST_CASE("a second train() on the same Trainer runs a fresh schedule, and a scheduler the user assigned is kept") {
   TempDir dir("twice");
-  auto args = quiet_args(dir.str());
-  args.per_device_train_batch_size = 4;
-  args.max_steps = 4;
-  args.logging_steps = 1;
-  args.learning_rate = 1e-2;
-  tt::Trainer trainer(Mlp(), args, Blobs(16, 3));
+  tt::Trainer trainer(Mlp(), four_logged_steps(dir.str()), Blobs(16, 3));
   trainer.train();
   const auto first = logged_learning_rates(trainer.state.log_history);
   REQUIRE(first.size() == 4);
@@ -912,11 +917,7 @@ TEST_CASE("training without a DefaultFlowCallback says that nothing will be logg
 
 TEST_CASE("HF v5.3 arguments: grad_norm logged without clipping, warmup_steps as a ratio, warmup_ratio deprecated") {
   TempDir dir("v53");
-  auto args = quiet_args(dir.str());
-  args.per_device_train_batch_size = 4;
-  args.max_steps = 4;
-  args.logging_steps = 1;
-  args.learning_rate = 1e-2;
+  auto args = four_logged_steps(dir.str());
   args.max_grad_norm = 0;
   args.warmup_steps = 0.5;  // half of the 4 steps
   tt::Trainer trainer(Mlp(), args, Blobs(16, 3));

@@ -262,7 +262,8 @@ class TrainerBase {
   std::int64_t last_saved_step_ = -1;  // a preemption does not save this step twice
   torch::Tensor last_grad_norm_;       // of the latest optimizer step, for the next log
   double last_learning_rate_ = 0.0;
-  bool created_lr_scheduler_ = false;  // lr_scheduler was built by train(), so the next train() builds its own
+  // The schedule train() built: while lr_scheduler is still that one, the next train() builds its own.
+  std::weak_ptr<LRScheduler> created_lr_scheduler_;
   std::weak_ptr<torch::optim::Optimizer> initial_lrs_owner_;  // the optimizer initial_lrs_ belong to
   std::vector<double> initial_lrs_;
   std::optional<std::string> trial_name_;  // during hyperparameter_search: the trial's folder under output_dir

@@ -150,10 +150,8 @@ TORCHTRAIN_INLINE void TrainerBase::start_run(const Trial& trial) {
   check_eval_dataset();
   if (state.is_world_process_zero) checkpoint::remove_stale_staging(args.output_dir);
   torch::manual_seed(args.seed);
-  if (created_lr_scheduler_) {  // a schedule the Trainer made is for one run; one the user passed is kept
-    lr_scheduler.reset();
-    created_lr_scheduler_ = false;
-  }
+  // A schedule the Trainer made is for one run; one the user assigned, even after a run, is kept.
+  if (lr_scheduler && lr_scheduler == created_lr_scheduler_.lock()) lr_scheduler.reset();
 }
 
 TORCHTRAIN_INLINE void TrainerBase::adopt_new_model() {
@@ -418,7 +416,7 @@ TORCHTRAIN_INLINE void TrainerBase::create_scheduler(std::int64_t max_steps) {
     for (std::size_t i = 0; i < groups.size(); ++i) groups[i].options().set_lr(initial_lrs_[i]);
   }
   lr_scheduler = get_scheduler(args.lr_scheduler_type, *optimizer, args.get_warmup_steps(max_steps), max_steps);
-  created_lr_scheduler_ = true;
+  created_lr_scheduler_ = lr_scheduler;
 }
 
 TORCHTRAIN_INLINE bool TrainerBase::saved_stop_flag(const TrainerState& saved) {
