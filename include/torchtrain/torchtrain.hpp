@@ -32,6 +32,7 @@
 #include "torchtrain/trainer_control.hpp"
 #include "torchtrain/trainer_outputs.hpp"
 #include "torchtrain/trainer_state.hpp"
+#include "torchtrain/trainer_state_fields.hpp"
 #include "torchtrain/trainer_types.hpp"
 #include "torchtrain/training_arguments.hpp"
 #include "torchtrain/training_arguments_fields.hpp"

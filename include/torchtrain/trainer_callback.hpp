@@ -10,9 +10,8 @@
 
 #include "torchtrain/detail/type_name.hpp"
 #include "torchtrain/trainer_control.hpp"
-#include "torchtrain/trainer_state.hpp"
+#include "torchtrain/trainer_state_fields.hpp"
 #include "torchtrain/trainer_types.hpp"
-#include "torchtrain/training_arguments.hpp"
 
 namespace torch::nn {
 class Module;
@@ -23,6 +22,10 @@ class Optimizer;
 
 namespace torchtrain {
 
+/// Events receive the arguments by reference only. A callback that reads their fields includes
+/// <torchtrain/training_arguments_fields.hpp> (the struct alone) or <torchtrain/training_arguments.hpp> (also
+/// validation and JSON, e.g. args.to_json_string()).
+struct TrainingArguments;
 class LRScheduler;
 class HyperparameterTrial;
 
