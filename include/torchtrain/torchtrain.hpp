@@ -20,6 +20,7 @@
 #include "torchtrain/data/tensor_dataset.hpp"
 #include "torchtrain/errors.hpp"
 #include "torchtrain/hyperparameter_search.hpp"
+#include "torchtrain/hyperparameter_trial.hpp"
 #include "torchtrain/integrations.hpp"
 #include "torchtrain/lr_scheduler.hpp"
 #include "torchtrain/metrics.hpp"
