@@ -26,7 +26,10 @@
 #include "torchtrain/resume_from.hpp"
 #include "torchtrain/run_plan.hpp"
 #include "torchtrain/search_space.hpp"
+#include "torchtrain/trainer_control.hpp"
 #include "torchtrain/trainer_outputs.hpp"
+#include "torchtrain/trainer_state.hpp"
+#include "torchtrain/training_arguments.hpp"
 
 namespace torchtrain {
 

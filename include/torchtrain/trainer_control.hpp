@@ -6,15 +6,16 @@
 
 namespace torchtrain {
 
-/// One object lives as long as the Trainer. DefaultFlowCallback only ever sets flags; a callback later in
-/// the list may veto one by clearing it. The CallbackHandler clears flags before the callbacks of the
-/// events listed next to each field run.
+/// One object lives as long as the Trainer. The loop acts on the flags after on_step_end and on_epoch_end have
+/// run (logging, then evaluating, then saving, then stopping). DefaultFlowCallback only ever sets flags; a
+/// callback later in the list may veto one by clearing it. The CallbackHandler clears flags before the
+/// callbacks of the events listed next to each field run.
 struct TrainerControl {
-  bool should_training_stop = false;  // cleared on on_train_begin
-  bool should_epoch_stop = false;     // cleared on on_epoch_begin
-  bool should_save = false;           // cleared on on_step_begin and on_save
-  bool should_evaluate = false;       // cleared on on_step_begin and on_evaluate
-  bool should_log = false;            // cleared on on_step_begin and on_log
+  bool should_training_stop = false;  // end train(); cleared on on_train_begin
+  bool should_epoch_stop = false;     // end the current epoch; cleared on on_epoch_begin
+  bool should_save = false;           // save a checkpoint; cleared on on_step_begin and on_save
+  bool should_evaluate = false;       // run an evaluation; cleared on on_step_begin and on_evaluate
+  bool should_log = false;            // log the training loss since the last log; cleared on on_step_begin and on_log
 
   /// Stateful-callback export: {"args": {all five flags}, "attributes": {}}.
   nlohmann::json state() const {

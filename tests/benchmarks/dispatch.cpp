@@ -7,6 +7,7 @@
 #include <benchmark/benchmark.h>
 
 #include <torchtrain/callback_handler.hpp>
+#include <torchtrain/training_arguments_fields.hpp>
 
 namespace tt = torchtrain;
 

@@ -2,7 +2,9 @@
 // DefaultFlowCallback: decides when the loop logs, evaluates, saves and stops.
 #pragma once
 
+#include "torchtrain/strategies.hpp"
 #include "torchtrain/trainer_callback.hpp"
+#include "torchtrain/training_arguments_fields.hpp"
 
 namespace torchtrain {
 

@@ -3,11 +3,16 @@
 #pragma once
 
 #include <cmath>
+#include <optional>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "torchtrain/detail/warn.hpp"
 #include "torchtrain/errors.hpp"
+#include "torchtrain/strategies.hpp"
 #include "torchtrain/trainer_callback.hpp"
+#include "torchtrain/training_arguments_fields.hpp"
 
 namespace torchtrain {
 

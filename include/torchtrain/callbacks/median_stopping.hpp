@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "torchtrain/errors.hpp"
-#include "torchtrain/hyperparameter_search.hpp"
+#include "torchtrain/hyperparameter_trial.hpp"
 #include "torchtrain/trainer_callback.hpp"
 
 namespace torchtrain {

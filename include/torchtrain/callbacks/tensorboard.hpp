@@ -16,6 +16,7 @@
 #include "torchtrain/detail/event_file_writer.hpp"
 #include "torchtrain/detail/warn.hpp"
 #include "torchtrain/trainer_callback.hpp"
+#include "torchtrain/training_arguments.hpp"
 
 namespace torchtrain {
 

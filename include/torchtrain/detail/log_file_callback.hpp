@@ -14,6 +14,7 @@
 #include "torchtrain/detail/durable_file.hpp"
 #include "torchtrain/detail/text_file.hpp"
 #include "torchtrain/trainer_callback.hpp"
+#include "torchtrain/training_arguments_fields.hpp"
 
 namespace torchtrain::detail {
 
