@@ -21,7 +21,7 @@
 #include "torchtrain/callback_handler.hpp"
 #include "torchtrain/detail/compiled.hpp"
 #include "torchtrain/detail/loss_tracker.hpp"
-#include "torchtrain/hyperparameter_search.hpp"
+#include "torchtrain/hyperparameter_trial.hpp"
 #include "torchtrain/lr_scheduler.hpp"
 #include "torchtrain/resume_from.hpp"
 #include "torchtrain/run_plan.hpp"

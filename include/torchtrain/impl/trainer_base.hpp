@@ -15,6 +15,7 @@
 #include "torchtrain/callbacks/printer.hpp"
 #include "torchtrain/callbacks/progress.hpp"
 #include "torchtrain/checkpoint.hpp"
+#include "torchtrain/hyperparameter_search.hpp"
 #include "torchtrain/detail/clip_grad.hpp"
 #include "torchtrain/detail/data_parallel.hpp"
 #include "torchtrain/detail/edit_distance.hpp"
