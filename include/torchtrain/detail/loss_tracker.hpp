@@ -4,10 +4,13 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
+
+#include "torchtrain/errors.hpp"
 
 namespace torchtrain::detail {
 
@@ -56,6 +59,16 @@ class LossTracker {
   nlohmann::json state() {
     fold();
     return {{"interval_loss", static_cast<double>(interval_)}, {"total_loss", total_}};
+  }
+
+  /// Checks what restore() reads (a checkpoint's loop_state.json): null, for a checkpoint written without it,
+  /// or an object with the numbers interval_loss and total_loss. Throws FileFormatError saying which is wrong.
+  static void check_state(const nlohmann::json& saved) {
+    if (saved.is_null()) return;
+    for (const char* key : {"interval_loss", "total_loss"})
+      if (!saved.is_object() || !saved.contains(key) || !saved.at(key).is_number())
+        throw FileFormatError(std::string("expected an object with the numbers interval_loss and total_loss; ") + key +
+                              " is missing or not a number");
   }
 
   void restore(const nlohmann::json& saved) {

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/version.h>
 
+#include "torchtrain/checkpoint/layout.hpp"
 #include "torchtrain/detail/crc32c.hpp"
 #include "torchtrain/detail/durable_file.hpp"
 #include "torchtrain/detail/text_file.hpp"
@@ -26,7 +27,7 @@ namespace torchtrain {
 
 struct CheckpointManifest {
   static constexpr int kFormatVersion = 1;
-  static constexpr const char* kFileName = "manifest.json";
+  static constexpr const char* kFileName = checkpoint::kManifestFile;
 
   struct File {
     std::string name;
