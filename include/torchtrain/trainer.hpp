@@ -443,11 +443,12 @@ class Trainer {
     bool stopped_before = false;
     nlohmann::json resumed_loop;
     if (resume) {
-      const auto folder = checkpoint::resolve(resume.latest(), resume.path(), args.output_dir);
+      auto resumed = checkpoint::resolve(resume.latest(), resume.path(), args.output_dir);
+      const std::filesystem::path folder = resumed.folder;
       // All or nothing: if the callbacks reject their states, the model and optimizer are put back too.
       const std::string rng_file = checkpoint::rng_file_name(group_ ? group_->rank() : 0, world_size());
       auto loaded = checkpoint::load(
-          folder, *model, optimizer.get(), lr_scheduler.get(),
+          std::move(resumed), *model, optimizer.get(), lr_scheduler.get(),
           [&](const TrainerState& saved) {
             if (args.restore_callback_states_from_checkpoint) restore_callback_states(saved);
           },

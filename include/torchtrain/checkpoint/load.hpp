@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Loading a checkpoint into a model, optimizer, scheduler and the random generators: everything or nothing.
+// Loading a checkpoint into a model, optimizer, scheduler and the random generators: everything or nothing,
+// from the bytes validation already read and checked.
 #pragma once
 
 #include <exception>
@@ -7,6 +8,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -20,7 +23,6 @@
 #include "torchtrain/detail/loss_tracker.hpp"
 #include "torchtrain/detail/module_archive.hpp"
 #include "torchtrain/detail/rng_state.hpp"
-#include "torchtrain/detail/text_file.hpp"
 #include "torchtrain/detail/training_snapshot.hpp"
 #include "torchtrain/errors.hpp"
 #include "torchtrain/lr_scheduler.hpp"
@@ -36,43 +38,48 @@ struct Loaded {
   nlohmann::json loop_state;  // the running loss sums (loop_state.json), null for a checkpoint without them
 };
 
-/// Restores the model, optimizer, scheduler and RNG from `folder` and returns its state; `restore_more` (for
-/// example the callback states) runs last, inside the same guarantee. The folder must be valid (see
-/// invalid_reason), and every file is read and checked before anything changes. If anything fails, the
-/// model, optimizer, scheduler and RNG are put back exactly as they were and CheckpointError names the file.
-/// The RNG comes from `rng_file` (see rng_file_name), and stays as it is when the checkpoint has no such file.
-inline Loaded load(const fs::path& folder, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
+/// Restores the model, optimizer, scheduler and RNG from `checkpoint` (validated with Contents::kept, as
+/// resolve and newest_valid do) and returns its state; `restore_more` (for example the callback states) runs
+/// last, inside the same guarantee. Nothing is read from the disk: every file is parsed from the bytes
+/// validation checked, and checked against the model (each parameter's name, shape and dtype) before
+/// anything changes. If anything fails, the model, optimizer, scheduler and RNG are put back exactly as they
+/// were and CheckpointError names the file. The RNG comes from `rng_file` (see rng_file_name), and stays as it
+/// is when the checkpoint has no such file.
+inline Loaded load(ValidCheckpoint checkpoint, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
                    LRScheduler* scheduler, const std::function<void(const TrainerState&)>& restore_more = {},
                    const std::string& rng_file = kRngFile) {
+  const fs::path folder = checkpoint.folder;
   const std::string where = "cannot load checkpoint " + folder.string() + ": ";
-  if (auto why = invalid_reason(folder)) throw CheckpointError(where + *why);
-  auto read_json = [&](const char* file) {
-    return nlohmann::json::parse(detail::read_text_file((folder / file).string()));
-  };
+  if (!checkpoint.contents(kModelFile))
+    throw ArgumentError(where + "it was validated with Contents::checksums, which keeps none of its files; "
+                                "validate it with Contents::kept (the default)");
+  auto bytes = [&](const std::string& file) { return *checkpoint.contents(file); };
+  auto json = [&](const std::string& file) { return nlohmann::json::parse(bytes(file)); };
   Loaded loaded;
+  loaded.state = std::move(checkpoint.state);
   torch::serialize::InputArchive model_archive, optimizer_archive;
   detail::TensorPairs model_tensors;
   std::optional<nlohmann::json> scheduler_state;
   std::vector<torch::Tensor> rng;
-  const bool has_optimizer = optimizer && fs::exists(folder / kOptimizerFile);
-  std::string stage = kTrainerStateFile;
+  const bool has_optimizer = optimizer && checkpoint.has(kOptimizerFile);
+  std::string stage;
   try {
-    loaded.state = TrainerState::load_from_json((folder / kTrainerStateFile).string());
     stage = kLoopStateFile;
-    if (fs::exists(folder / kLoopStateFile)) loaded.loop_state = read_json(kLoopStateFile);
+    if (checkpoint.has(kLoopStateFile)) loaded.loop_state = json(kLoopStateFile);
     detail::LossTracker::check_state(loaded.loop_state);
     stage = kModelFile;
-    model_archive.load_from((folder / kModelFile).string());
+    model_archive.load_from(bytes(kModelFile).data(), bytes(kModelFile).size());
     detail::match_module_archive(model, model_archive, model_tensors);
     stage = kOptimizerFile;
-    if (has_optimizer) optimizer_archive.load_from((folder / kOptimizerFile).string());
+    if (has_optimizer) optimizer_archive.load_from(bytes(kOptimizerFile).data(), bytes(kOptimizerFile).size());
     stage = kSchedulerFile;
-    if (scheduler && fs::exists(folder / kSchedulerFile)) scheduler_state = read_json(kSchedulerFile);
+    if (scheduler && checkpoint.has(kSchedulerFile)) scheduler_state = json(kSchedulerFile);
     stage = rng_file;
-    if (fs::exists(folder / rng_file)) torch::load(rng, (folder / rng_file).string());
+    if (checkpoint.has(rng_file)) torch::load(rng, bytes(rng_file).data(), bytes(rng_file).size());
   } catch (const std::exception& e) {
     throw CheckpointError(where + stage + ": " + detail::error_text(e) + "; nothing was changed");
   }
+  checkpoint.files.clear();  // everything is parsed into tensors and JSON of its own: the bytes can go
 
   detail::TrainingSnapshot before(model, has_optimizer ? optimizer : nullptr, scheduler);
   try {
@@ -92,6 +99,16 @@ inline Loaded load(const fs::path& folder, torch::nn::Module& model, torch::opti
                           "; the model, optimizer, scheduler, RNG and callbacks are as they were");
   }
   return loaded;
+}
+
+/// Validates `folder` (see validate) and loads it: the same guarantee, and CheckpointError with the reason
+/// when it is not valid.
+inline Loaded load(const fs::path& folder, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
+                   LRScheduler* scheduler, const std::function<void(const TrainerState&)>& restore_more = {},
+                   const std::string& rng_file = kRngFile) {
+  auto checked = validate(folder);
+  if (!checked.checkpoint) throw CheckpointError("cannot load checkpoint " + folder.string() + ": " + checked.reason);
+  return load(std::move(*checked.checkpoint), model, optimizer, scheduler, restore_more, rng_file);
 }
 
 }  // namespace torchtrain::checkpoint
