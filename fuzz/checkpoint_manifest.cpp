@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-#include <torchtrain/checkpoint_manifest.hpp>
+#include <torchtrain/checkpoint/manifest.hpp>
 #include <torchtrain/detail/text_file.hpp>
 
 #include "fuzz_target.hpp"

@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
   const std::string mode = argv[2];
   if (mode == "kill" && argc == 5) {
     const int checkpoint = std::atoi(argv[3]), files = std::atoi(argv[4]);
-    tt::checkpoint::detail::set_after_file_written_hook(
+    tt::checkpoint::set_after_file_written_hook(
         [checkpoint, files, saves = 0, written = 0, folder = std::filesystem::path()](const std::filesystem::path& file) mutable {
           if (file.parent_path() != folder) {
             folder = file.parent_path();

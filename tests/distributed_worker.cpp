@@ -91,7 +91,7 @@ int run(int argc, char** argv) {
   std::ofstream written;
   if (!dump_dir.empty()) {
     written.open(std::filesystem::path(dump_dir) / ("files_" + std::to_string(rank) + ".txt"), std::ios::app);
-    tt::checkpoint::detail::set_after_file_written_hook(
+    tt::checkpoint::set_after_file_written_hook(
         [&written](const std::filesystem::path& file) { written << file.filename().string() << std::endl; });
   }
 

@@ -1,5 +1,6 @@
-// Checkpoints: CRC32C, the manifest, resuming past corrupt checkpoints, loads that fail without changing
-// anything, a disk that fills up during a save, and save_total_limit rotation.
+// Checkpoints: CRC32C, the atomic file writer, the manifest, resuming past corrupt checkpoints, a resume that
+// reads each byte once, loads that fail without changing anything, a disk that fills up during a save, and
+// save_total_limit rotation.
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
@@ -8,6 +9,8 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdint>
+#include <fstream>
 #include <random>
 #include <set>
 
@@ -125,10 +128,11 @@ TEST_CASE("CRC32C gives the Castagnoli check values in hardware and in software"
   CHECK(tt::detail::masked_crc32c(0xE3069283u) == (((0xE3069283u >> 15) | (0xE3069283u << 17)) + 0xA282EAD8u));
 
   std::mt19937 gen(3);
-  std::vector<unsigned char> bytes(5000);
+  std::vector<unsigned char> bytes(100000);
   for (auto& b : bytes) b = static_cast<unsigned char>(gen());
+  // 24576 bytes and more go through the hardware's three interleaved streams, 3 x 8192 bytes at a time.
   for (std::size_t offset : {0, 1, 5, 7})
-    for (std::size_t size : {0, 1, 7, 8, 9, 63, 64, 65, 4000}) {
+    for (std::size_t size : {0, 1, 7, 8, 9, 63, 64, 65, 4000, 24575, 24576, 24577, 49160, 99000}) {
       const unsigned char* p = bytes.data() + offset;
       const auto whole = crc32c(p, size);
       CHECK(whole == ~tt::detail::crc32c_impl::software(~0u, p, size));
@@ -294,6 +298,121 @@ TEST_CASE("resuming from an explicit invalid checkpoint is a CheckpointError wit
   const auto message = thrown<tt::CheckpointError>([&] { trainer.train((dir / "checkpoint-4").string()); });
   CHECK_THAT(message, Catch::Contains("checkpoint-4") && Catch::Contains("model.pt has CRC32C") &&
                           Catch::Contains("the manifest says"));
+}
+
+namespace {
+
+// The bytes this process has read so far through read(2) and its kin: /proc/self/io's rchar. (read_bytes
+// would count only what came from the disk, and a second read of a checkpoint comes from the page cache.)
+std::uint64_t bytes_read_so_far() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  std::uint64_t value = 0;
+  while (io >> key >> value)
+    if (key == "rchar:") return value;
+  FAIL("/proc/self/io has no rchar line");
+  return 0;
+}
+
+std::uint64_t folder_bytes(const fs::path& folder) {
+  std::uint64_t total = 0;
+  for (const auto& entry : fs::directory_iterator(folder)) total += entry.file_size();
+  return total;
+}
+
+}  // namespace
+
+TEST_CASE("a resume reads each byte of its checkpoint once") {
+  TempDir dir("readonce");
+  train_three_checkpoints(dir.str());
+  const fs::path folder = dir / "checkpoint-6";
+  for (const auto& entry : fs::directory_iterator(folder))  // read(), which rchar counts, not mapped
+    REQUIRE(entry.file_size() < tt::detail::FileBytes::kMapFrom);
+  const std::uint64_t size = folder_bytes(folder);
+  const std::uint64_t allowed = size + size / 10 + 2048;  // /proc/self/io itself is a few hundred bytes
+
+  SECTION("train(true): the newest valid checkpoint found, checked and loaded") {
+    tt::Trainer resumed(Mlp(), checkpointing_args(dir.str()), Blobs(16, 1));
+    resumed.pop_callback<tt::PrinterCallback>();
+    auto start = resumed.add_callback<StartStep>();
+    const auto before = bytes_read_so_far();
+    resumed.train(true);
+    const auto read = bytes_read_so_far() - before;
+    REQUIRE(start->step == 6);
+    INFO("checkpoint " << size << " bytes, resume read " << read);
+    CHECK(read >= size);  // every byte checked
+    CHECK(read <= allowed);
+  }
+  SECTION("resolve, then load of the validated checkpoint") {
+    Mlp model;
+    const auto before = bytes_read_so_far();
+    auto valid = tt::checkpoint::resolve(true, std::nullopt, dir.str());
+    CHECK(valid.folder == folder);
+    CHECK(valid.state.global_step == 6);
+    tt::checkpoint::load(std::move(valid), *model, nullptr, nullptr);
+    const auto read = bytes_read_so_far() - before;
+    INFO("checkpoint " << size << " bytes, resolve and load read " << read);
+    CHECK(read >= size);
+    CHECK(read <= allowed);
+  }
+  SECTION("a corrupt newest checkpoint is read once too, and the next one once") {
+    auto bytes = tt_test::read_file(folder / "optimizer.pt");
+    bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x10);
+    tt_test::write_file(folder / "optimizer.pt", bytes);
+    const std::uint64_t both = size + folder_bytes(dir / "checkpoint-4");
+    Mlp model;
+    tt_test::WarningCapture warnings;
+    const auto before = bytes_read_so_far();
+    tt::checkpoint::load(tt::checkpoint::resolve(true, std::nullopt, dir.str()), *model, nullptr, nullptr);
+    const auto read = bytes_read_so_far() - before;
+    CHECK(warnings.contains("Skipping checkpoint " + folder.string() + " because optimizer.pt has CRC32C"));
+    INFO("checkpoints " << both << " bytes, resolve and load read " << read);
+    CHECK(read <= both + both / 10 + 2048);
+  }
+}
+
+TEST_CASE("files of a megabyte and more are mapped, checked and loaded the same way") {
+  TempDir dir("mapped");
+  torch::manual_seed(1);
+  Mlp model(1 << 16);  // fc1.weight alone is 1 MiB
+  torch::optim::AdamW optimizer(model->parameters());
+  for (auto& p : model->parameters()) p.mutable_grad() = torch::randn_like(p);
+  optimizer.step();
+  tt::TrainerState state;
+  state.global_step = 1;
+  const fs::path folder = dir / "checkpoint-1";
+  tt::checkpoint::save(folder, tt::TrainingArguments(), state, *model, &optimizer, nullptr, nullptr);
+  REQUIRE(fs::file_size(folder / "model.pt") >= tt::detail::FileBytes::kMapFrom);
+  REQUIRE(fs::file_size(folder / "optimizer.pt") >= tt::detail::FileBytes::kMapFrom);
+
+  Mlp other(1 << 16);
+  torch::optim::AdamW other_optimizer(other->parameters());
+  auto checked = tt::checkpoint::validate(folder);
+  REQUIRE(checked.checkpoint);
+  tt::checkpoint::load(std::move(*checked.checkpoint), *other, &other_optimizer, nullptr);
+  const auto saved = model->parameters(), loaded = other->parameters();
+  for (std::size_t i = 0; i < saved.size(); ++i) {
+    CHECK(torch::equal(saved[i], loaded[i]));
+    const auto key = c10::guts::to_string(loaded[i].unsafeGetTensorImpl());
+    const auto& s = static_cast<torch::optim::AdamWParamState&>(*other_optimizer.state().at(key));
+    const auto& original =
+        static_cast<torch::optim::AdamWParamState&>(*optimizer.state().at(c10::guts::to_string(saved[i].unsafeGetTensorImpl())));
+    CHECK(torch::equal(s.exp_avg_sq(), original.exp_avg_sq()));
+  }
+
+  // A checkpoint validated for a check alone holds none of its files, and load() says so.
+  auto check_only = tt::checkpoint::validate(folder, tt::checkpoint::Contents::checksums);
+  REQUIRE(check_only.checkpoint);
+  CHECK_FALSE(check_only.checkpoint->contents("model.pt"));
+  CHECK_THAT(thrown<tt::ArgumentError>([&] { tt::checkpoint::load(std::move(*check_only.checkpoint), *other, nullptr, nullptr); }),
+             Catch::Contains("Contents::kept"));
+
+  auto bytes = tt_test::read_file(folder / "optimizer.pt");
+  bytes[bytes.size() / 3] = static_cast<char>(bytes[bytes.size() / 3] ^ 0x01);
+  tt_test::write_file(folder / "optimizer.pt", bytes);
+  const auto why = tt::checkpoint::validate(folder).reason;
+  CHECK_THAT(why, Catch::Contains("optimizer.pt has CRC32C") && Catch::Contains("the manifest says"));
+  CHECK(tt::checkpoint::invalid_reason(folder) == why);
 }
 
 namespace {

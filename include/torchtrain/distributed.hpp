@@ -26,6 +26,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include "torchtrain/detail/error_text.hpp"
 #include "torchtrain/errors.hpp"
 
 namespace torchtrain {
@@ -186,8 +187,7 @@ class ProcessGroup {
   }
 
   static std::string text_of(const std::exception& e) {
-    const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
-    std::string text = torch_error ? torch_error->what_without_backtrace() : e.what();
+    std::string text = detail::error_text(e);
     if (const auto newline = text.find('\n'); newline != std::string::npos) text.resize(newline);
     return text;
   }

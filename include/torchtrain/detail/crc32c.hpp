@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // CRC32C (Castagnoli), the checksum of checkpoint manifests and of TFRecord files: the SSE4.2 crc32
-// instruction when the CPU has it (about 8 bytes per cycle), otherwise slicing-by-8 tables (1-2 GB/s).
+// instruction in three interleaved streams when the CPU has it (up to 8 bytes per cycle), otherwise
+// slicing-by-8 tables (1-2 GB/s).
 #pragma once
 
 #include <array>
@@ -61,16 +62,64 @@ inline std::uint32_t software(std::uint32_t crc, const unsigned char* p, std::si
   return crc;
 }
 
+// a * b modulo the polynomial, both bit-reflected (x^0 is the top bit), as zlib's multmodp.
+constexpr std::uint32_t multiply_modulo(std::uint32_t a, std::uint32_t b) {
+  std::uint32_t product = 0;
+  for (std::uint32_t bit = 1u << 31; bit != 0; bit >>= 1) {
+    if (a & bit) product ^= b;
+    b = b & 1 ? (b >> 1) ^ kPolynomial : b >> 1;
+  }
+  return product;
+}
+
+// x^(8 * bytes) modulo the polynomial: multiplying a CRC register by it appends `bytes` zero bytes.
+constexpr std::uint32_t zero_bytes_operator(std::size_t bytes) {
+  std::uint32_t result = 1u << 31, power = 1u << 23;  // x^0 and x^8
+  for (; bytes != 0; bytes >>= 1) {
+    if (bytes & 1) result = multiply_modulo(power, result);
+    power = multiply_modulo(power, power);
+  }
+  return result;
+}
+
+// The hardware loop runs three independent streams over consecutive blocks of kStreamBlock bytes (the crc32
+// instruction's latency is three times its throughput), then shifts the first two past the blocks that follow
+// them with this table, one lookup per byte of the register, and adds them up.
+inline constexpr std::size_t kStreamBlock = 8192;
+struct ShiftTable {
+  std::array<std::array<std::uint32_t, 256>, 4> table{};
+  constexpr explicit ShiftTable(std::size_t bytes) {
+    const std::uint32_t op = zero_bytes_operator(bytes);
+    for (std::size_t k = 0; k < 4; ++k)
+      for (std::uint32_t b = 0; b < 256; ++b) table[k][b] = multiply_modulo(op, b << (8 * k));
+  }
+  constexpr std::uint32_t shift(std::uint32_t crc) const {
+    return table[0][crc & 0xFF] ^ table[1][(crc >> 8) & 0xFF] ^ table[2][(crc >> 16) & 0xFF] ^ table[3][crc >> 24];
+  }
+};
+inline constexpr ShiftTable kShiftBlock{kStreamBlock};
+
 #ifdef TORCHTRAIN_CRC32C_SSE42
 __attribute__((target("sse4.2"))) inline std::uint32_t hardware(std::uint32_t crc, const unsigned char* p,
                                                                 std::size_t n) {
   for (; n > 0 && reinterpret_cast<std::uintptr_t>(p) % 8 != 0; ++p, --n) crc = _mm_crc32_u8(crc, *p);
+  auto word = [](const unsigned char* at) {
+    std::uint64_t w;
+    std::memcpy(&w, at, 8);
+    return w;
+  };
   std::uint64_t wide = crc;
-  for (; n >= 8; p += 8, n -= 8) {
-    std::uint64_t word;
-    std::memcpy(&word, p, 8);
-    wide = _mm_crc32_u64(wide, word);
+  for (; n >= 3 * kStreamBlock; p += 3 * kStreamBlock, n -= 3 * kStreamBlock) {
+    std::uint64_t second = 0, third = 0;
+    for (std::size_t i = 0; i < kStreamBlock; i += 8) {
+      wide = _mm_crc32_u64(wide, word(p + i));
+      second = _mm_crc32_u64(second, word(p + kStreamBlock + i));
+      third = _mm_crc32_u64(third, word(p + 2 * kStreamBlock + i));
+    }
+    wide = kShiftBlock.shift(static_cast<std::uint32_t>(wide)) ^ second;
+    wide = kShiftBlock.shift(static_cast<std::uint32_t>(wide)) ^ third;
   }
+  for (; n >= 8; p += 8, n -= 8) wide = _mm_crc32_u64(wide, word(p));
   crc = static_cast<std::uint32_t>(wide);
   for (; n > 0; ++p, --n) crc = _mm_crc32_u8(crc, *p);
   return crc;

@@ -172,10 +172,11 @@ TORCHTRAIN_INLINE ResumePoint TrainerBase::begin_training(const RunPlan& plan, R
   ResumePoint start;
   bool stopped_before = false;
   if (resume) {
-    const auto folder = checkpoint::resolve(resume.latest(), resume.path(), args.output_dir);
+    auto resumed = checkpoint::resolve(resume.latest(), resume.path(), args.output_dir);
+    const std::filesystem::path folder = resumed.folder;
     // All or nothing: if the callbacks reject their states, the model and optimizer are put back too.
     auto loaded = checkpoint::load(
-        folder, module(), optimizer.get(), lr_scheduler.get(),
+        std::move(resumed), module(), optimizer.get(), lr_scheduler.get(),
         [&](const TrainerState& saved) {
           if (args.restore_callback_states_from_checkpoint) restore_callback_states(saved);
         },

@@ -10,12 +10,14 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 #include <torch/version.h>
 
+#include "torchtrain/checkpoint/layout.hpp"
 #include "torchtrain/detail/crc32c.hpp"
 #include "torchtrain/detail/durable_file.hpp"
 #include "torchtrain/detail/text_file.hpp"
@@ -26,7 +28,7 @@ namespace torchtrain {
 
 struct CheckpointManifest {
   static constexpr int kFormatVersion = 1;
-  static constexpr const char* kFileName = "manifest.json";
+  static constexpr const char* kFileName = checkpoint::kManifestFile;
 
   struct File {
     std::string name;
@@ -115,8 +117,11 @@ struct CheckpointManifest {
   }
 
   /// Why the files of `folder` disagree with this manifest (a missing, extra, resized or altered file), or
-  /// nothing when they agree. Sizes and names are checked before any file is read.
-  std::optional<std::string> verify(const std::filesystem::path& folder) const {
+  /// nothing when they agree. Names and sizes are checked before any file is read; then `checksum(file)` reads
+  /// each listed file, in the manifest's order, and returns its size and CRC32C. A FileFormatError it throws
+  /// makes the file unreadable (the reason names the error).
+  template <class Checksum>
+  std::optional<std::string> verify(const std::filesystem::path& folder, Checksum&& checksum) const {
     namespace fs = std::filesystem;
     std::set<std::string> listed;
     for (const auto& f : files) {
@@ -126,8 +131,7 @@ struct CheckpointManifest {
       if (!fs::is_regular_file(path, ec)) return f.name + " is missing";
       const auto size = fs::file_size(path, ec);
       if (ec) return f.name + " cannot be read: " + ec.message();
-      if (size != f.size)
-        return f.name + " is " + std::to_string(size) + " bytes, the manifest says " + std::to_string(f.size);
+      if (size != f.size) return size_mismatch(f, size);
     }
     std::error_code ec;
     for (const auto& entry : fs::directory_iterator(folder, ec)) {
@@ -138,12 +142,11 @@ struct CheckpointManifest {
     for (const auto& f : files) {
       detail::FileChecksum sum;
       try {
-        sum = detail::crc32c_of_file((folder / f.name).string());
+        sum = checksum(f);
       } catch (const FileFormatError& e) {
         return f.name + " cannot be read: " + e.what();
       }
-      if (sum.size != f.size)
-        return f.name + " is " + std::to_string(sum.size) + " bytes, the manifest says " + std::to_string(f.size);
+      if (sum.size != f.size) return size_mismatch(f, sum.size);
       if (sum.crc32c != f.crc32c)
         return f.name + " has CRC32C " + hex(sum.crc32c) + ", the manifest says " + hex(f.crc32c) +
                " (its content changed after it was saved)";
@@ -151,7 +154,16 @@ struct CheckpointManifest {
     return std::nullopt;
   }
 
+  /// verify() with each file's checksum read straight from the disk.
+  std::optional<std::string> verify(const std::filesystem::path& folder) const {
+    return verify(folder, [&](const File& f) { return detail::crc32c_of_file((folder / f.name).string()); });
+  }
+
  private:
+  static std::string size_mismatch(const File& f, std::uint64_t size) {
+    return f.name + " is " + std::to_string(size) + " bytes, the manifest says " + std::to_string(f.size);
+  }
+
   static std::string hex(std::uint32_t value) {
     char text[9];
     std::snprintf(text, sizeof text, "%08x", static_cast<unsigned>(value));
