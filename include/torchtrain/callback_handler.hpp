@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "torchtrain/detail/compiled.hpp"
 #include "torchtrain/detail/warn.hpp"
 #include "torchtrain/errors.hpp"
 #include "torchtrain/trainer_callback.hpp"
@@ -23,25 +24,10 @@ class CallbackHandler {
   using CallbackPtr = std::shared_ptr<TrainerCallback>;
 
   CallbackHandler() = default;
-  explicit CallbackHandler(std::vector<CallbackPtr> callbacks) {
-    for (auto& cb : callbacks) add_callback(std::move(cb));
-  }
+  explicit CallbackHandler(std::vector<CallbackPtr> callbacks);
 
   /// Appends `callback`. A second object of the exact same class is allowed, with a warning.
-  void add_callback(CallbackPtr callback) {
-    if (!callback) throw ArgumentError("add_callback: the callback is null; pass an object");
-    const std::string name = callback->name();
-    for (const auto& existing : callbacks_) {
-      if (typeid(*existing) == typeid(*callback)) {
-        detail::warn("You are adding a " + name +
-                     " to the callbacks of this Trainer, but there is already one. The current list of "
-                     "callbacks is:\n" +
-                     callback_list());
-        break;
-      }
-    }
-    callbacks_.push_back(std::move(callback));
-  }
+  void add_callback(CallbackPtr callback);
 
   /// Constructs a T from `ctor_args` and appends it; returns it.
   template <class T, class... CtorArgs>
@@ -65,13 +51,7 @@ class CallbackHandler {
   }
 
   /// Removes and returns `callback` if it is in the list (by identity), or null.
-  CallbackPtr pop_callback(const CallbackPtr& callback) {
-    auto it = std::find(callbacks_.begin(), callbacks_.end(), callback);
-    if (it == callbacks_.end()) return nullptr;
-    CallbackPtr found = *it;
-    callbacks_.erase(it);
-    return found;
-  }
+  CallbackPtr pop_callback(const CallbackPtr& callback);
 
   /// Removes the first callback that is a T; does nothing if there is none.
   template <class T>
@@ -80,18 +60,10 @@ class CallbackHandler {
   }
 
   /// Removes `callback`; throws ArgumentError if it is not in the list.
-  void remove_callback(const CallbackPtr& callback) {
-    if (!pop_callback(callback))
-      throw ArgumentError("remove_callback: " + (callback ? callback->name() : std::string("null")) +
-                          " is not in the callback list; use pop_callback to remove only if present");
-  }
+  void remove_callback(const CallbackPtr& callback);
 
   /// The class names, one per line, in list order.
-  std::string callback_list() const {
-    std::string out;
-    for (const auto& cb : callbacks_) out += (out.empty() ? "" : "\n") + cb->name();
-    return out;
-  }
+  std::string callback_list() const;
 
   const std::vector<CallbackPtr>& callbacks() const { return callbacks_; }
 
@@ -177,3 +149,7 @@ class CallbackHandler {
 };
 
 }  // namespace torchtrain
+
+#ifndef TORCHTRAIN_COMPILED
+#include "torchtrain/impl/callback_handler.hpp"
+#endif

@@ -2,14 +2,12 @@
 // RunPlan: how long a training run is, worked out from the arguments and the training loader's size.
 #pragma once
 
-#include <algorithm>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-#include "torchtrain/errors.hpp"
-#include "torchtrain/training_arguments.hpp"
+#include "torchtrain/detail/compiled.hpp"
+#include "torchtrain/training_arguments_fields.hpp"
 
 namespace torchtrain {
 
@@ -40,28 +38,11 @@ struct RunPlan {
 
 /// The plan of a run over a loader of `num_batches` micro-batches per process (`num_examples` in the whole
 /// data set) with `world_size` processes. Throws ArgumentError when the loader yields no batch.
-inline RunPlan plan_run(const TrainingArguments& args, std::size_t num_batches, std::size_t num_examples,
-                        int world_size) {
-  const auto micro_batch_size = args.per_device_train_batch_size;
-  if (num_batches == 0)
-    throw ArgumentError("train: the train dataset yields no batch (" + std::to_string(num_examples) +
-                        " examples, per_device_train_batch_size " + std::to_string(micro_batch_size) +
-                        (args.dataloader_drop_last ? ", dataloader_drop_last" : "") + ")");
-  const std::int64_t ga = args.gradient_accumulation_steps;
-  RunPlan plan;
-  plan.batches_per_epoch = static_cast<std::int64_t>(num_batches);
-  plan.updates_per_epoch = std::max<std::int64_t>((plan.batches_per_epoch + ga - 1) / ga, 1);
-  if (args.max_steps > 0) {
-    plan.max_steps = args.max_steps;
-    plan.num_train_epochs = plan.max_steps / plan.updates_per_epoch + (plan.max_steps % plan.updates_per_epoch > 0);
-    plan.num_train_samples = static_cast<double>(plan.max_steps * micro_batch_size * ga * world_size);
-  } else {
-    plan.max_steps =
-        static_cast<std::int64_t>(std::ceil(args.num_train_epochs * static_cast<double>(plan.updates_per_epoch)));
-    plan.num_train_epochs = static_cast<std::int64_t>(std::ceil(args.num_train_epochs));
-    plan.num_train_samples = static_cast<double>(num_examples) * args.num_train_epochs;
-  }
-  return plan;
-}
+RunPlan plan_run(const TrainingArguments& args, std::size_t num_batches, std::size_t num_examples,
+                        int world_size);
 
 }  // namespace torchtrain
+
+#ifndef TORCHTRAIN_COMPILED
+#include "torchtrain/impl/run_plan.hpp"
+#endif

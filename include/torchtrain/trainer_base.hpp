@@ -40,7 +40,7 @@ class TrainerBase {
  public:
   using CallbackPtr = CallbackHandler::CallbackPtr;
 
-  virtual ~TrainerBase() = default;
+  virtual ~TrainerBase();
   TrainerBase(const TrainerBase&) = delete;
   TrainerBase& operator=(const TrainerBase&) = delete;
 
@@ -109,7 +109,7 @@ class TrainerBase {
   void save_metrics(const std::string& split, const Metrics& metrics, bool combined = true) const;
 
  protected:
-  explicit TrainerBase(TrainingArguments arguments) : args(std::move(arguments)) { args.validate(); }
+  explicit TrainerBase(TrainingArguments arguments);
 
   // What only the Trainer template knows.
   virtual torch::nn::Module& module() = 0;

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "torchtrain/detail/compiled.hpp"
 #include "torchtrain/trainer_types.hpp"
 
 namespace torchtrain {
@@ -88,24 +89,24 @@ struct TrainerState {
     return std::vector<nlohmann::json>(1, *it);
   }
 
-  // The members below are defined in trainer_state.hpp. Their return types are deduced (`auto`, the type is in
-  // each comment), so a call compiles only after their definitions: a translation unit that sees this struct
-  // alone cannot call one it lacks the definition of.
+  // The members below are defined in trainer_state.hpp (or, with torchtrain::compiled, in the library). Header-only,
+  // their return types are deduced (TORCHTRAIN_DEDUCED; the type is in each comment), so a call compiles only
+  // after their definitions: a translation unit that sees this struct alone cannot call one it lacks.
 
   /// -> TrainerState. Reads a trainer_state.json object. Missing keys keep their defaults (older files lack
   /// some); unknown keys go to unknown_fields with a warning. Throws FileFormatError naming `source` and the key
   /// on a wrong type.
-  inline static auto from_json(const nlohmann::json& json, const std::string& source);
+  static TORCHTRAIN_DEDUCED(TrainerState) from_json(const nlohmann::json& json, const std::string& source);
   /// -> std::string. The file's text, byte for byte what Hugging Face writes for the same state.
-  inline auto to_json_string() const;
+  TORCHTRAIN_DEDUCED(std::string) to_json_string() const;
   /// -> void. Writes to_json_string() to `path`.
-  inline auto save_to_json(const std::string& path) const;
+  TORCHTRAIN_DEDUCED(void) save_to_json(const std::string& path) const;
   /// -> TrainerState. from_json() on the file at `path`.
-  inline static auto load_from_json(const std::string& path);
+  static TORCHTRAIN_DEDUCED(TrainerState) load_from_json(const std::string& path);
 
   /// -> void. Sets logging_steps, eval_steps and save_steps from the arguments; values below 1 are ratios of
   /// total_steps.
-  inline auto compute_steps(const TrainingArguments& args, std::int64_t total_steps);
+  TORCHTRAIN_DEDUCED(void) compute_steps(const TrainingArguments& args, std::int64_t total_steps);
 
  private:
   // to_json() without log_history, which may be long.

@@ -12,6 +12,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "torchtrain/detail/compiled.hpp"
+
 #include "torchtrain/strategies.hpp"
 
 namespace torchtrain {
@@ -93,39 +95,39 @@ struct TrainingArguments {
   /// The seed of the data shuffle: data_seed, or seed when unset.
   std::uint64_t effective_data_seed() const { return data_seed.value_or(seed); }
 
-  // The members below are defined in training_arguments.hpp. Their return types are deduced (`auto`, the
-  // type is in each comment), so a call compiles only after their definitions: a translation unit that sees
-  // this struct alone cannot call one it lacks the definition of.
+  // The members below are defined in training_arguments.hpp (or, with torchtrain::compiled, in the library). Header-only,
+  // their return types are deduced (TORCHTRAIN_DEDUCED; the type is in each comment), so a call compiles only
+  // after their definitions: a translation unit that sees this struct alone cannot call one it lacks.
 
   /// -> void. Applies Hugging Face's post-init rules: fills eval_steps, metric_for_best_model and
   /// greater_is_better when they are derived, and throws ArgumentError naming the field, its value and the fix
   /// for anything invalid. Every factory below calls it, and so does the Trainer; calling it twice changes
   /// nothing.
-  inline auto validate();
+  TORCHTRAIN_DEDUCED(void) validate();
 
   /// -> void. Warns for each deprecated field that is set (warmup_ratio), naming its replacement; train()
   /// calls it.
-  inline auto warn_deprecated_fields() const;
+  TORCHTRAIN_DEDUCED(void) warn_deprecated_fields() const;
 
   /// -> nlohmann::json. Every field under its name; enums as HF spells them, unset optionals as null.
-  inline auto to_json() const;
+  TORCHTRAIN_DEDUCED(nlohmann::json) to_json() const;
   /// -> std::string. to_json() with indent 2 and a trailing newline.
-  inline auto to_json_string() const;
+  TORCHTRAIN_DEDUCED(std::string) to_json_string() const;
   /// -> TrainingArguments. Reads the fields present in `json` (others keep their defaults) and validates. An
   /// unknown key is ignored with a warning; a wrong JSON type throws FileFormatError and an invalid value
   /// ArgumentError, both naming `source` and the key.
-  inline static auto from_json(const nlohmann::json& json, const std::string& source = "<json>");
+  static TORCHTRAIN_DEDUCED(TrainingArguments) from_json(const nlohmann::json& json, const std::string& source = "<json>");
 
   /// -> void. Writes to_json_string() to `path` (conventionally <dir>/training_args.json).
-  inline auto save_to_json(const std::string& path) const;
+  TORCHTRAIN_DEDUCED(void) save_to_json(const std::string& path) const;
   /// -> TrainingArguments. from_json() on the file at `path`; FileFormatError naming the path when it is
   /// missing or not a JSON object.
-  inline static auto load_from_json(const std::string& path);
+  static TORCHTRAIN_DEDUCED(TrainingArguments) load_from_json(const std::string& path);
 
   /// -> TrainingArguments. Parses Hugging Face flags (see ArgumentParser) and validates. An unknown flag or bad
   /// value throws ArgumentError; --help prints every flag to stdout and exits with status 0, as argparse does.
   /// Programs with flags of their own, or that must not exit, use ArgumentParser.
-  inline static auto parse(int argc, const char* const* argv);
+  static TORCHTRAIN_DEDUCED(TrainingArguments) parse(int argc, const char* const* argv);
 };
 
 }  // namespace torchtrain

@@ -32,6 +32,11 @@
 
 namespace torchtrain {
 
+TORCHTRAIN_INLINE TrainerBase::TrainerBase(TrainingArguments arguments) : args(std::move(arguments)) { args.validate(); }
+
+// Out of line, so that the compiled part holds the class's virtual table.
+TORCHTRAIN_INLINE TrainerBase::~TrainerBase() = default;
+
 TORCHTRAIN_INLINE TrainOutput TrainerBase::train(ResumeFrom resume_from_checkpoint, const Trial& trial,
                                                  std::vector<std::string> ignore_keys_for_eval) {
   std::optional<PreemptionGuard> preemption;

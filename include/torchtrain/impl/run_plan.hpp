@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: MIT
+// The definition of plan_run (run_plan.hpp).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "torchtrain/detail/compiled.hpp"
+#include "torchtrain/errors.hpp"
+#include "torchtrain/run_plan.hpp"
+#include "torchtrain/training_arguments_fields.hpp"
+
+namespace torchtrain {
+
+TORCHTRAIN_INLINE RunPlan plan_run(const TrainingArguments& args, std::size_t num_batches, std::size_t num_examples,
+                                   int world_size) {
+  const auto micro_batch_size = args.per_device_train_batch_size;
+  if (num_batches == 0)
+    throw ArgumentError("train: the train dataset yields no batch (" + std::to_string(num_examples) +
+                        " examples, per_device_train_batch_size " + std::to_string(micro_batch_size) +
+                        (args.dataloader_drop_last ? ", dataloader_drop_last" : "") + ")");
+  const std::int64_t ga = args.gradient_accumulation_steps;
+  RunPlan plan;
+  plan.batches_per_epoch = static_cast<std::int64_t>(num_batches);
+  plan.updates_per_epoch = std::max<std::int64_t>((plan.batches_per_epoch + ga - 1) / ga, 1);
+  if (args.max_steps > 0) {
+    plan.max_steps = args.max_steps;
+    plan.num_train_epochs = plan.max_steps / plan.updates_per_epoch + (plan.max_steps % plan.updates_per_epoch > 0);
+    plan.num_train_samples = static_cast<double>(plan.max_steps * micro_batch_size * ga * world_size);
+  } else {
+    plan.max_steps =
+        static_cast<std::int64_t>(std::ceil(args.num_train_epochs * static_cast<double>(plan.updates_per_epoch)));
+    plan.num_train_epochs = static_cast<std::int64_t>(std::ceil(args.num_train_epochs));
+    plan.num_train_samples = static_cast<double>(num_examples) * args.num_train_epochs;
+  }
+  return plan;
+}
+
+}  // namespace torchtrain
