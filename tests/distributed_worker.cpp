@@ -7,6 +7,8 @@
 //   --kill_at_step N        SIGKILL this process at the end of step N (on the ranks listed by --kill_ranks)
 //   --kill_ranks R          ranks that --kill_at_step applies to: "all" or one rank number
 //   --resume                continue from the newest valid checkpoint in output_dir
+//   --sequences             tag the tokens of variable-length sequences (padded batches, labels padded with -100)
+//                           instead of classifying blobs
 //
 // Errors print "distributed_worker: error: ..." and exit with status 2.
 #include <csignal>
@@ -38,6 +40,26 @@ tt::data::TensorDataset blobs(std::int64_t n, std::uint64_t seed) {
   return {centres.index_select(0, labels) + torch::randn({n, 8}, gen), labels};
 }
 
+// Token sequences of 3 to 12 tokens from a vocabulary of 20, each token labelled with its id modulo 3.
+struct TokenSequences : torch::data::datasets::Dataset<TokenSequences> {
+  std::vector<torch::Tensor> tokens;
+  TokenSequences(std::int64_t n, std::uint64_t seed) {
+    auto gen = at::detail::createCPUGenerator(seed);
+    for (std::int64_t i = 0; i < n; ++i)
+      tokens.push_back(torch::randint(0, 20, {torch::randint(3, 13, {1}, gen).item<std::int64_t>()}, gen));
+  }
+  torch::data::Example<> get(std::size_t i) override { return {tokens[i], tokens[i].remainder(3)}; }
+  torch::optional<std::size_t> size() const override { return tokens.size(); }
+};
+
+struct TaggerImpl : torch::nn::Module {
+  torch::nn::Embedding embed{nullptr};
+  torch::nn::Linear head{nullptr};
+  TaggerImpl() : embed(register_module("embed", torch::nn::Embedding(20, 8))), head(register_module("head", torch::nn::Linear(8, 3))) {}
+  torch::Tensor forward(torch::Tensor ids) { return head(embed(ids)); }
+};
+TORCH_MODULE(Tagger);
+
 // Stops training at a given step; added on rank 0 only, so the other ranks stop only if the decision is shared.
 class StopAt : public tt::TrainerCallback {
  public:
@@ -63,10 +85,42 @@ class KillAt : public tt::TrainerCallback {
   std::int64_t step_;
 };
 
+struct WorkerOptions {
+  std::string dump_dir, kill_ranks;
+  std::optional<std::int64_t> stop_at_step, kill_at_step;
+  bool resume = false;
+  int rank = 0;
+};
+
+template <class Trainer>
+int train_and_dump(Trainer&& trainer, const WorkerOptions& o) {
+  trainer.compute_metrics = tt::metrics::accuracy;
+  if (o.stop_at_step && o.rank == 0) trainer.template add_callback<StopAt>(*o.stop_at_step);
+  if (o.kill_at_step && (o.kill_ranks == "all" || o.kill_ranks == std::to_string(o.rank)))
+    trainer.template add_callback<KillAt>(*o.kill_at_step);
+
+  const auto result = trainer.train(o.resume ? tt::ResumeFrom(true) : tt::ResumeFrom());
+  trainer.save_model();
+  trainer.save_state();
+  trainer.save_metrics("train", result.metrics);
+  const auto metrics = trainer.evaluate();
+  if (!o.dump_dir.empty()) {
+    tt::checkpoint::save_module(*trainer.model, std::filesystem::path(o.dump_dir) / ("params_" + std::to_string(o.rank) + ".pt"));
+    nlohmann::json out = {{"global_step", result.global_step},
+                          {"training_loss", result.training_loss},
+                          {"eval_loss", metrics["eval_loss"]},
+                          {"eval_accuracy", metrics["eval_accuracy"]},
+                          {"is_world_process_zero", trainer.state.is_world_process_zero},
+                          {"log_history", trainer.state.log_history}};
+    std::ofstream(std::filesystem::path(o.dump_dir) / ("result_" + std::to_string(o.rank) + ".json")) << out.dump(2);
+  }
+  return 0;
+}
+
 int run(int argc, char** argv) {
   std::string dump_dir, kill_ranks = "all";
   std::optional<std::int64_t> stop_at_step, kill_at_step;
-  bool resume = false;
+  bool resume = false, sequences = false;
   std::int64_t train_samples = 96, eval_samples = 37;
   tt::TrainingArguments defaults;
   defaults.disable_tqdm = true;
@@ -81,6 +135,7 @@ int run(int argc, char** argv) {
       .add_argument("kill_at_step", kill_at_step, "SIGKILL at the end of this step")
       .add_argument("kill_ranks", kill_ranks, "ranks that --kill_at_step applies to: all or a rank")
       .add_argument("resume", resume, "resume from the newest valid checkpoint")
+      .add_argument("sequences", sequences, "tag variable-length token sequences instead of classifying blobs")
       .add_argument("train_samples", train_samples, "training examples")
       .add_argument("eval_samples", eval_samples, "evaluation examples");
   auto parsed = parser.parse(argc, argv);
@@ -88,6 +143,7 @@ int run(int argc, char** argv) {
 
   const char* rank_text = std::getenv("RANK");
   const int rank = rank_text ? std::atoi(rank_text) : 0;
+  const WorkerOptions options{dump_dir, kill_ranks, stop_at_step, kill_at_step, resume, rank};
   std::ofstream written;
   if (!dump_dir.empty()) {
     written.open(std::filesystem::path(dump_dir) / ("files_" + std::to_string(rank) + ".txt"), std::ios::app);
@@ -96,28 +152,11 @@ int run(int argc, char** argv) {
   }
 
   torch::manual_seed(3);
-  tt::Trainer trainer(Net(), parsed.args, blobs(train_samples, 5), blobs(eval_samples, 6));
-  trainer.compute_metrics = tt::metrics::accuracy;
-  if (stop_at_step && rank == 0) trainer.add_callback<StopAt>(*stop_at_step);
-  if (kill_at_step && (kill_ranks == "all" || kill_ranks == std::to_string(rank)))
-    trainer.add_callback<KillAt>(*kill_at_step);
-
-  const auto result = trainer.train(resume ? tt::ResumeFrom(true) : tt::ResumeFrom());
-  trainer.save_model();
-  trainer.save_state();
-  trainer.save_metrics("train", result.metrics);
-  const auto metrics = trainer.evaluate();
-  if (!dump_dir.empty()) {
-    tt::checkpoint::save_module(*trainer.model, std::filesystem::path(dump_dir) / ("params_" + std::to_string(rank) + ".pt"));
-    nlohmann::json out = {{"global_step", result.global_step},
-                          {"training_loss", result.training_loss},
-                          {"eval_loss", metrics["eval_loss"]},
-                          {"eval_accuracy", metrics["eval_accuracy"]},
-                          {"is_world_process_zero", trainer.state.is_world_process_zero},
-                          {"log_history", trainer.state.log_history}};
-    std::ofstream(std::filesystem::path(dump_dir) / ("result_" + std::to_string(rank) + ".json")) << out.dump(2);
-  }
-  return 0;
+  if (sequences)
+    return train_and_dump(tt::Trainer<Tagger, TokenSequences, TokenSequences, tt::data::PaddingCollator>(
+                              Tagger(), parsed.args, TokenSequences(train_samples, 5), TokenSequences(eval_samples, 6)),
+                          options);
+  return train_and_dump(tt::Trainer(Net(), parsed.args, blobs(train_samples, 5), blobs(eval_samples, 6)), options);
 }
 
 }  // namespace

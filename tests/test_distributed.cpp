@@ -306,3 +306,37 @@ TEST_CASE("Resuming with another number of processes continues with a warning", 
   // One process on batches of 8 has 12 steps per epoch: step 4 falls in epoch 0, and 3 epochs end at step 36.
   CHECK(result_of(dir / "dump", 0)["global_step"] == 36);
 }
+
+TEST_CASE("Variable-length sequences: two ranks at batch 4 step as one process at batch 8, and as 4 x 2 accumulated",
+          "[distributed]") {
+  tt_test::TempDir dir("dist-tokens");
+  // Each micro-batch holds a different number of label tokens, so only the window's token count gives all three
+  // the same loss and gradients.
+  const std::string flags =
+      "--sequences --train_samples 48 --max_steps 6 --max_grad_norm 0 --logging_steps 1 --save_strategy no "
+      "--eval_strategy no";
+  const auto two = run_ranks(2, flags + " --per_device_train_batch_size 4", dir / "two", dir / "two-dump");
+  require_success(two);
+  const auto one = run_ranks(0, flags + " --per_device_train_batch_size 8", dir / "one", dir / "one-dump");
+  require_success(one);
+  const auto accumulated = run_ranks(0, flags + " --per_device_train_batch_size 2 --gradient_accumulation_steps 4",
+                                     dir / "acc", dir / "acc-dump");
+  require_success(accumulated);
+
+  const auto h_two = result_of(dir / "two-dump", 0)["log_history"];
+  const auto h_one = result_of(dir / "one-dump", 0)["log_history"];
+  const auto h_acc = result_of(dir / "acc-dump", 0)["log_history"];
+  REQUIRE(h_two.size() == h_one.size());
+  REQUIRE(h_acc.size() == h_one.size());
+  int compared = 0;
+  for (std::size_t i = 0; i < h_one.size(); ++i) {
+    if (!h_one[i].contains("loss")) continue;
+    INFO("step " << h_one[i]["step"]);
+    for (const char* key : {"loss", "grad_norm"}) {
+      CHECK(h_two[i][key].get<double>() == Approx(h_one[i][key].get<double>()).epsilon(1e-4));
+      CHECK(h_acc[i][key].get<double>() == Approx(h_one[i][key].get<double>()).epsilon(1e-4));
+    }
+    ++compared;
+  }
+  CHECK(compared == 6);
+}

@@ -71,6 +71,12 @@ void require_same_fields(const TrainingArguments& a, const TrainingArguments& b)
   CHECK(a.report_to == b.report_to);
   CHECK(a.use_cpu == b.use_cpu);
   CHECK(a.ddp_timeout == b.ddp_timeout);
+  CHECK(a.train_sampling_strategy == b.train_sampling_strategy);
+  CHECK(a.label_smoothing_factor == b.label_smoothing_factor);
+  CHECK(a.include_num_input_tokens_seen == b.include_num_input_tokens_seen);
+  CHECK(a.eval_accumulation_steps == b.eval_accumulation_steps);
+  CHECK(a.include_for_metrics == b.include_for_metrics);
+  CHECK(a.average_tokens_across_devices == b.average_tokens_across_devices);
 }
 
 // A valid combination in which every field differs from its default.
@@ -118,6 +124,12 @@ TrainingArguments non_default_arguments() {
   a.report_to = {"tensorboard", "csv"};
   a.use_cpu = true;
   a.ddp_timeout = 60;
+  a.train_sampling_strategy = "group_by_length";
+  a.label_smoothing_factor = 0.1;
+  a.include_num_input_tokens_seen = "non_padding";
+  a.eval_accumulation_steps = 4;
+  a.include_for_metrics = {"inputs", "loss"};
+  a.average_tokens_across_devices = false;
   a.validate();
   return a;
 }
@@ -287,6 +299,14 @@ TEST_CASE("validate: out-of-range numbers name the field and the value", "[train
       {"warmup_ratio high", [](auto& a) { a.warmup_ratio = 1.5; }, "warmup_ratio = 1.5: must be between 0 and 1"},
       {"warmup_ratio low", [](auto& a) { a.warmup_ratio = -0.1; }, "warmup_ratio = -0.1: must be between 0 and 1"},
       {"warmup_steps", [](auto& a) { a.warmup_steps = -3; }, "warmup_steps = -3: must be >= 0"},
+      {"label_smoothing_factor", [](auto& a) { a.label_smoothing_factor = 1; },
+       "label_smoothing_factor = 1: must be at least 0 and below 1"},
+      {"include_num_input_tokens_seen", [](auto& a) { a.include_num_input_tokens_seen = "padding"; },
+       "include_num_input_tokens_seen = \"padding\": choose no, all or non_padding"},
+      {"eval_accumulation_steps", [](auto& a) { a.eval_accumulation_steps = 0; },
+       "eval_accumulation_steps = 0: must be at least 1, or none"},
+      {"include_for_metrics", [](auto& a) { a.include_for_metrics = {"inputs", "labels"}; },
+       "include_for_metrics = \"labels\": choose from inputs, loss"},
       {"logging_steps", [](auto& a) { a.logging_steps = -10; }, "logging_steps = -10: must be >= 0"},
       {"save_steps", [](auto& a) { a.save_steps = -1; }, "save_steps = -1: must be >= 0"},
       {"eval_steps", [](auto& a) { a.eval_steps = -5; }, "eval_steps = -5: must be >= 0"},
@@ -301,6 +321,16 @@ TEST_CASE("validate: out-of-range numbers name the field and the value", "[train
       CHECK_THAT(validate_error(c.change), Contains(std::string("TrainingArguments.") + c.expected));
     }
   }
+}
+
+TEST_CASE("validate: include_num_input_tokens_seen takes HF's booleans", "[training_arguments][validate]") {
+  TrainingArguments a;
+  a.include_num_input_tokens_seen = "true";
+  a.validate();
+  CHECK(a.include_num_input_tokens_seen == "all");
+  a.include_num_input_tokens_seen = "false";
+  a.validate();
+  CHECK(a.include_num_input_tokens_seen == "no");
 }
 
 TEST_CASE("validate: max_steps > 0 makes num_train_epochs irrelevant", "[training_arguments][validate]") {
@@ -522,7 +552,7 @@ TEST_CASE("get_warmup_steps and effective_data_seed", "[training_arguments][deri
 
 TEST_CASE("to_json writes every field with HF spellings", "[training_arguments][json]") {
   const json j = TrainingArguments().to_json();
-  CHECK(j.size() == 42);
+  CHECK(j.size() == 48);
   for (const auto& field : torchtrain::detail::argument_fields<TrainingArguments>())
     CHECK(j.contains(std::string(field.name)));
   CHECK(j.at("eval_strategy") == "no");

@@ -7,7 +7,8 @@
 
 namespace torchtrain::metrics {
 
-/// {"accuracy": fraction of rows whose arg-max prediction equals the label}.
+/// {"accuracy": the fraction of labels that the predictions match}, leaving out labels of -100. Predictions are
+/// logits (with one dimension more than the labels: their arg-max is taken) or class ids of the labels' shape.
 Metrics accuracy(const EvalPrediction& prediction);
 
 }  // namespace torchtrain::metrics

@@ -17,6 +17,7 @@
 #include "torchtrain/data/collators.hpp"
 #include "torchtrain/data/data_loader.hpp"
 #include "torchtrain/data/epoch_sampler.hpp"
+#include "torchtrain/detail/eval_accumulator.hpp"
 #include "torchtrain/detail/model_io.hpp"
 #include "torchtrain/model_init.hpp"
 #include "torchtrain/trainer_base.hpp"
@@ -71,8 +72,10 @@ class Trainer : public TrainerBase {
   /// When set, train() builds a fresh model with it (after seeding), as HF does; hyperparameter_search needs
   /// it. A model_init taking `const Trial&` receives the trial's values, including keys of its own.
   ModelInit<Model> model_init;
-  /// Loss from (predictions, labels) when the model returns no "loss".
-  std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)> criterion = detail::default_criterion;
+  /// The loss from (predictions, labels) when the model returns no "loss", as a mean over the batch's labels;
+  /// when unset, the built-in one: cross-entropy for class indices (per-token logits flattened, labels of -100
+  /// ignored, args.label_smoothing_factor), mean squared error otherwise.
+  std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)> criterion;
 
   /// Evaluates on `dataset` (default: the eval dataset(s)); logs the metrics and fires on_evaluate.
   Metrics evaluate(std::optional<EvalDataset> dataset = std::nullopt, const std::vector<std::string>& ignore_keys = {},
@@ -97,10 +100,39 @@ class Trainer : public TrainerBase {
     return {loop.predictions, loop.labels, std::move(loop.metrics)};
   }
 
-  /// Computes the loss of one batch. Override for custom losses; `batch` is already on the device.
-  virtual detail::ForwardResult compute_loss(Model& m, const Batch& batch,
+  /// Computes the loss of one batch, as Hugging Face's compute_loss; `batch` is already on the device. In
+  /// training, when the labels are class indices, `num_items_in_batch` is the number of labels other than -100
+  /// in the whole accumulation window (over every process, with average_tokens_across_devices): the loss is
+  /// then this batch's sum over its labels divided by it, and ForwardResult::normalized_by_num_items says so.
+  /// Otherwise (undefined) the loss is the batch's mean and the loop divides it by the window's length.
+  virtual detail::ForwardResult compute_loss(Model& m, const Batch& batch, const torch::Tensor& num_items_in_batch = {},
                                              const std::vector<std::string>& ignore_keys = {}) {
-    return detail::read_output(detail::forward(m, batch), detail::labels_of(batch), criterion, ignore_keys);
+    detail::LossOptions options{&criterion, args.label_smoothing_factor, num_items_in_batch};
+    return detail::read_output(detail::forward(m, batch), detail::labels_of(batch), options, ignore_keys);
+  }
+
+  /// Forward and backward of one micro-batch, as Hugging Face's training_step; returns the detached loss the
+  /// log averages (already divided by the accumulation window). Override to change one step and keep the loop.
+  virtual torch::Tensor training_step(Model& m, const Batch& batch, const torch::Tensor& num_items_in_batch) {
+    auto out = compute_loss(m, batch, num_items_in_batch);
+    if (!out.loss.defined())
+      throw ArgumentError("train: the model returned no loss and the batch has no labels to compute one");
+    torch::Tensor loss = window_share(out.loss, out.normalized_by_num_items);
+    loss.backward();
+    return loss.detach();
+  }
+
+  /// One evaluation batch, as Hugging Face's prediction_step, under no_grad: the mean loss (when there are labels
+  /// or the model returns one) and, unless `prediction_loss_only`, the logits and labels.
+  virtual PredictionStepOutput prediction_step(Model& m, const Batch& batch, bool prediction_loss_only,
+                                               const std::vector<std::string>& ignore_keys) {
+    auto out = compute_loss(m, batch, {}, ignore_keys);
+    PredictionStepOutput step;
+    if (out.loss.defined()) step.loss = out.loss.detach();
+    if (prediction_loss_only) return step;
+    if (out.predictions.defined()) step.logits = out.predictions.detach();
+    step.labels = detail::labels_of(batch);
+    return step;
   }
 
  private:
@@ -137,19 +169,33 @@ class Trainer : public TrainerBase {
     const ResumePoint start =
         begin_training(plan, std::move(resume), {loader.num_batches(), loader.num_examples(), micro_batch_size});
 
-    const data::EpochSampler sampler(loader.num_examples(), args.data_seed.value_or(args.seed), /*shuffle=*/true,
-                                     static_cast<std::size_t>(rank()), static_cast<std::size_t>(world_size()));
+    const data::EpochSampler sampler = train_sampler(loader.num_examples());
     const std::int64_t ga = args.gradient_accumulation_steps;
     const std::int64_t steps_in_epoch = plan.batches_per_epoch;
     for (std::int64_t epoch = start.epochs_trained; continue_epochs(epoch, plan); ++epoch) {
       const std::int64_t first_step = epoch == start.epochs_trained ? start.batches_to_skip : 0;
       loader.start_epoch(sampler.indices(epoch), static_cast<std::size_t>(first_step));
       handler_.on_epoch_begin(args, state, control, context_);
+      std::vector<Batch> window_batches;
+      torch::Tensor num_items_in_batch;
       for (std::int64_t step = first_step; step < steps_in_epoch; ++step) {
         const std::int64_t window_start = step - step % ga;
         const std::int64_t window = std::min(ga, steps_in_epoch - window_start);
-        if (step == window_start) handler_.on_step_begin(args, state, control, context_);
-        training_step(detail::to_device(loader.next(), device_), window);
+        if (step == window_start) {
+          handler_.on_step_begin(args, state, control, context_);
+          // The whole window first, to count its label tokens (HF's get_batch_samples).
+          window_batches.clear();
+          std::vector<torch::Tensor> window_labels;
+          for (std::int64_t k = 0; k < window; ++k) {
+            window_batches.push_back(detail::to_device(loader.next(), device_));
+            window_labels.push_back(detail::labels_of(window_batches.back()));
+            count_input_tokens(detail::input_tokens(window_batches.back(), args.include_num_input_tokens_seen));
+          }
+          num_items_in_batch = window_label_tokens(window_labels);
+          current_gradient_accumulation_steps_ = window;
+        }
+        record_loss(training_step(model, window_batches[static_cast<std::size_t>(step - window_start)],
+                                  num_items_in_batch));
         if (step + 1 < window_start + window)
           handler_.on_substep_end(args, state, control, context_);
         else
@@ -161,14 +207,15 @@ class Trainer : public TrainerBase {
     return end_training(plan);
   }
 
-  // Forward and backward of one micro-batch of an accumulation window of `window` micro-batches.
-  void training_step(const Batch& batch, std::int64_t window) {
-    auto out = compute_loss(model, batch);
-    if (!out.loss.defined())
-      throw ArgumentError("train: the model returned no loss and the batch has no labels to compute one");
-    torch::Tensor loss = window > 1 ? out.loss / static_cast<double>(window) : out.loss;
-    loss.backward();
-    record_loss(loss);
+  // The order of each epoch's examples, from args.train_sampling_strategy.
+  data::EpochSampler train_sampler(std::size_t num_examples) {
+    data::EpochSampler sampler(num_examples, args.effective_data_seed(), args.train_sampling_strategy != "sequential",
+                               static_cast<std::size_t>(rank()), static_cast<std::size_t>(world_size()));
+    if (args.train_sampling_strategy == "group_by_length")  // over the examples of one step of every process
+      sampler.group_by_length(detail::example_lengths(*train_dataset_),
+                              static_cast<std::size_t>(args.per_device_train_batch_size * world_size() *
+                                                       args.gradient_accumulation_steps));
+    return sampler;
   }
 
   EvalLoopOutput evaluation_loop(EvalDataset& dataset, const std::vector<std::string>& ignore_keys,
@@ -186,39 +233,49 @@ class Trainer : public TrainerBase {
     const bool was_training = model->is_training();
     model->eval();
     torch::NoGradGuard no_grad;
-    const bool collect = keep_predictions || static_cast<bool>(compute_metrics);
-    std::vector<torch::Tensor> predictions, labels;
+    // As HF's evaluate: without compute_metrics, only the loss.
+    const bool prediction_loss_only = !keep_predictions && !compute_metrics;
+    detail::EvalAccumulator predictions("predictions"), labels("labels"), inputs("inputs"), losses("losses");
+    const bool keep_inputs = includes_for_metrics("inputs"), keep_losses = includes_for_metrics("loss");
+    const auto flush_every = args.eval_accumulation_steps.value_or(0);
     torch::Tensor loss_sum;
     for (std::size_t b = 0; b < num_batches; ++b) {
       Batch batch = detail::to_device(loader.next(), device_);
-      auto out = compute_loss(model, batch, ignore_keys);
-      const auto label = detail::labels_of(batch);
+      auto step = prediction_step(model, batch, prediction_loss_only, ignore_keys);
       // The batch's own number of examples: the last one may be partial.
-      const auto rows = static_cast<double>(std::min(loader.batch_size(), order_size - b * loader.batch_size()));
-      if (out.loss.defined()) {
-        auto weighted = out.loss.detach().to(torch::kDouble) * rows;
+      const auto rows = static_cast<std::int64_t>(std::min(loader.batch_size(), order_size - b * loader.batch_size()));
+      if (step.loss.defined()) {
+        auto weighted = step.loss.to(torch::kDouble) * static_cast<double>(rows);
         loss_sum = loss_sum.defined() ? loss_sum + weighted : weighted;
+        if (keep_losses) losses.add(step.loss.reshape({1}).expand({rows}));
       }
-      if (collect) {
-        if (out.predictions.defined()) predictions.push_back(out.predictions.detach().to(torch::kCPU));
-        if (label.defined()) labels.push_back(label.to(torch::kCPU));
+      if (!prediction_loss_only) {
+        if (step.logits.defined() && preprocess_logits_for_metrics)
+          step.logits = preprocess_logits_for_metrics(step.logits, step.labels);
+        predictions.add(step.logits);
+        labels.add(step.labels);
+        if (keep_inputs) inputs.add(batch.data);
       }
       handler_.on_prediction_step(args, state, control, context_);
+      if (flush_every > 0 && (static_cast<std::int64_t>(b) + 1) % flush_every == 0)
+        for (auto* kept : {&predictions, &labels, &inputs, &losses}) kept->to_cpu();
     }
     if (was_training) model->train();
 
     EvalLoopOutput result;
     const std::size_t num_samples = loader.num_examples();
-    if (!predictions.empty()) result.predictions = torch::cat(predictions);
-    if (!labels.empty()) result.labels = torch::cat(labels);
-    if (collect) {  // distributed, every rank gets the whole set's outputs and computes the same metrics
-      result.predictions = gathered_over_ranks(result.predictions, num_samples, "predictions");
-      result.labels = gathered_over_ranks(result.labels, num_samples, "labels");
+    EvalPrediction all{predictions.result(), labels.result(), inputs.result(), losses.result()};
+    if (!prediction_loss_only) {  // distributed, every rank gets the whole set's outputs and computes the same metrics
+      all.predictions = gathered_over_ranks(all.predictions, num_samples, "predictions");
+      all.label_ids = gathered_over_ranks(all.label_ids, num_samples, "labels");
+      if (keep_inputs) all.inputs = gathered_over_ranks(all.inputs, num_samples, "inputs");
     }
+    if (keep_losses) all.losses = gathered_over_ranks(all.losses, num_samples, "losses");
     loss_sum = summed_over_ranks(loss_sum);
     Metrics computed;
-    if (compute_metrics && result.predictions.defined() && result.labels.defined())
-      computed = compute_metrics(EvalPrediction{result.predictions, result.labels});
+    if (compute_metrics && all.predictions.defined() && all.label_ids.defined()) computed = compute_metrics(all);
+    result.predictions = all.predictions;
+    result.labels = all.label_ids;
     result.metrics = evaluation_metrics(prefix, loss_sum, computed, num_samples, num_batches, started);
     return result;
   }

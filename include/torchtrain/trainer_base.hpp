@@ -47,6 +47,10 @@ class TrainerBase {
   // What HF's constructor takes; set any of these before train().
   TrainingArguments args;
   std::function<Metrics(const EvalPrediction&)> compute_metrics;
+  /// Runs on each evaluation batch's logits and labels before they are kept for compute_metrics, as HF's
+  /// preprocess_logits_for_metrics: an argmax there keeps token ids, not vocabulary-sized logits, for a whole
+  /// evaluation set. Returns what compute_metrics receives as predictions.
+  std::function<torch::Tensor(const torch::Tensor& logits, const torch::Tensor& labels)> preprocess_logits_for_metrics;
   /// Optional: created by train() when null (AdamW + the schedule of args.lr_scheduler_type). A second train()
   /// keeps the optimizer and builds a new schedule, unless you assigned lr_scheduler yourself.
   std::shared_ptr<torch::optim::Optimizer> optimizer;
@@ -147,6 +151,21 @@ class TrainerBase {
   /// The micro-batch's loss, already divided by its accumulation window, after backward().
   void record_loss(const torch::Tensor& loss) { losses_.add(loss, state.global_step - last_logged_step_); }
 
+  /// A micro-batch's loss as its share of the accumulation window: a loss `normalized_by_num_items` is already
+  /// (distributed, with average_tokens_across_devices, it is multiplied by the number of processes, whose
+  /// gradients are averaged); any other is divided by the window's length.
+  torch::Tensor window_share(const torch::Tensor& loss, bool normalized_by_num_items) const;
+
+  /// num_items_in_batch of a window whose batches have `labels`: their labels other than -100, over every
+  /// process with average_tokens_across_devices; undefined when the labels are not class indices.
+  torch::Tensor window_label_tokens(const std::vector<torch::Tensor>& labels);
+
+  /// Adds a micro-batch's input tokens (over every process) to state.num_input_tokens_seen; -1 counts nothing.
+  void count_input_tokens(std::int64_t tokens);
+
+  /// Whether args.include_for_metrics names `what` ("inputs" or "loss").
+  bool includes_for_metrics(const std::string& what) const;
+
   /// The end of an accumulation window: the optimizer step with its events, the schedule, then on_step_end and
   /// whatever the callbacks asked for. `step` counts the micro-batches of `epoch`.
   void finish_update(std::int64_t epoch, std::int64_t step, std::int64_t steps_in_epoch);
@@ -185,6 +204,7 @@ class TrainerBase {
   torch::Device device_{torch::kCPU};
   std::shared_ptr<ProcessGroup> group_;  // null in a single process
   std::vector<std::string> ignore_keys_for_eval_;
+  std::int64_t current_gradient_accumulation_steps_ = 1;  // the micro-batches of the current window
 
  private:
   // Where the loop stands when it may log, evaluate or save; a checkpoint saved at a step after which
@@ -261,6 +281,7 @@ class TrainerBase {
   detail::LossTracker losses_{true};
   std::vector<torch::Tensor> parameters_;  // the model's, for clipping and averaging, during train()
   std::chrono::steady_clock::time_point started_;
+  std::int64_t initial_num_input_tokens_seen_ = 0;  // state.num_input_tokens_seen when this run began
   std::int64_t last_logged_step_ = 0;
   std::int64_t last_saved_step_ = -1;  // a preemption does not save this step twice
   torch::Tensor last_grad_norm_;       // of the latest optimizer step, for the next log

@@ -18,10 +18,22 @@ namespace torchtrain {
 /// remaining output.
 using ModelOutput = std::map<std::string, torch::Tensor>;
 
-/// What compute_metrics receives: the predictions and labels of a whole evaluation set, on the CPU.
+/// What compute_metrics receives: the predictions and labels of a whole evaluation set, on the CPU. Batches of
+/// different sequence lengths are joined by padding dimension 1 to the longest with -100, so metrics skip the
+/// positions whose label is -100.
 struct EvalPrediction {
-  torch::Tensor predictions;
-  torch::Tensor label_ids;  // undefined when the data has no labels
+  torch::Tensor predictions;  // after preprocess_logits_for_metrics, when the Trainer has one
+  torch::Tensor label_ids;    // undefined when the data has no labels
+  torch::Tensor inputs;       // each batch's data, with include_for_metrics "inputs"; otherwise undefined
+  torch::Tensor losses;       // each example's batch loss, with include_for_metrics "loss"; otherwise undefined
+};
+
+/// What one evaluation step yields (Trainer::prediction_step): the batch's mean loss, its logits and labels;
+/// each undefined when there is none (logits and labels are left out when only the loss is needed).
+struct PredictionStepOutput {
+  torch::Tensor loss;
+  torch::Tensor logits;
+  torch::Tensor labels;
 };
 
 /// What train() returns.

@@ -34,6 +34,11 @@ struct TrainingArguments {
   std::int64_t gradient_accumulation_steps = 1;
   bool dataloader_drop_last = false;
   std::int64_t dataloader_num_workers = 0;
+  std::string train_sampling_strategy = "random";  // random, sequential, group_by_length
+
+  // Sequences
+  double label_smoothing_factor = 0;              // 0 to 1: the weight of the uniform distribution in the labels
+  std::string include_num_input_tokens_seen = "no";  // no, all, non_padding (true/false: all/no)
 
   // Optimizer (AdamW) and clipping
   double learning_rate = 5e-5;
@@ -59,6 +64,8 @@ struct TrainingArguments {
   std::optional<double> eval_steps;  // unset: logging_steps
   double eval_delay = 0;             // steps or (fractional) epochs, following eval_strategy
   bool eval_on_start = false;
+  std::optional<std::int64_t> eval_accumulation_steps;  // move outputs to the CPU every N batches; unset: at the end
+  std::vector<std::string> include_for_metrics;          // of inputs, loss: more for compute_metrics
 
   // Checkpoints
   SaveStrategy save_strategy = SaveStrategy::steps;
@@ -82,6 +89,7 @@ struct TrainingArguments {
 
   // Distributed training (under torchrun, or with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set)
   std::int64_t ddp_timeout = 1800;  // seconds any collective may wait for the other processes
+  bool average_tokens_across_devices = true;  // the token count of the loss's mean over every process
 
   /// The warmup of a run of num_training_steps: ceil(num_training_steps * ratio) for warmup_ratio, or for a
   /// warmup_steps below 1; otherwise warmup_steps.

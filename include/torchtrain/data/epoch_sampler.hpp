@@ -2,9 +2,11 @@
 // EpochSampler: each epoch's example order as a pure function of (seed, epoch).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "torchtrain/detail/split_mix64.hpp"
@@ -24,6 +26,17 @@ class EpochSampler {
                std::size_t num_replicas = 1)
       : num_examples_(num_examples), seed_(seed), shuffle_(shuffle), rank_(rank), num_replicas_(num_replicas) {}
 
+  /// Hugging Face's group_by_length (LengthGroupedSampler): each epoch's permutation is cut into mega-batches of
+  /// min(n / (4 batch_size), 50) batches (at least one), each sorted by length, longest first, and the longest
+  /// example of all is swapped to the front, so that a batch holds sequences of similar lengths and an
+  /// out-of-memory error shows at the first step. `lengths` holds every example's length; `batch_size` is the
+  /// examples of one optimizer step (HF passes train_batch_size x gradient_accumulation_steps).
+  EpochSampler& group_by_length(std::vector<std::int64_t> lengths, std::size_t batch_size) {
+    lengths_ = std::move(lengths);
+    group_batch_size_ = std::max<std::size_t>(batch_size, 1);
+    return *this;
+  }
+
   std::vector<std::size_t> indices(std::int64_t epoch) const {
     std::vector<std::size_t> order(num_examples_);
     std::iota(order.begin(), order.end(), std::size_t{0});
@@ -31,6 +44,7 @@ class EpochSampler {
       detail::SplitMix64 rng{seed_ ^ (0x9E3779B97F4A7C15ULL * (static_cast<std::uint64_t>(epoch) + 1))};
       for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
     }
+    if (group_batch_size_ > 0) group(order);
     if (num_replicas_ == 1 || order.empty()) return order;
     std::vector<std::size_t> shard;
     shard.reserve(size());
@@ -47,10 +61,27 @@ class EpochSampler {
   }
 
  private:
+  void group(std::vector<std::size_t>& order) const {
+    if (order.empty()) return;
+    const std::size_t mult = std::max<std::size_t>(std::min<std::size_t>(order.size() / (group_batch_size_ * 4), 50), 1);
+    const std::size_t megabatch = mult * group_batch_size_;
+    const auto longer = [&](std::size_t a, std::size_t b) { return lengths_.at(a) > lengths_.at(b); };
+    std::size_t longest_start = 0;
+    for (std::size_t start = 0; start < order.size(); start += megabatch) {
+      const auto first = order.begin() + static_cast<std::ptrdiff_t>(start);
+      std::stable_sort(first, order.begin() + static_cast<std::ptrdiff_t>(std::min(start + megabatch, order.size())),
+                       longer);
+      if (longer(*first, order[longest_start])) longest_start = start;
+    }
+    std::swap(order[0], order[longest_start]);
+  }
+
   std::size_t num_examples_;
   std::uint64_t seed_;
   bool shuffle_;
   std::size_t rank_, num_replicas_;
+  std::vector<std::int64_t> lengths_;
+  std::size_t group_batch_size_ = 0;  // 0: no grouping
 };
 
 }  // namespace torchtrain::data

@@ -43,6 +43,12 @@ const std::vector<ArgumentField<Args>>& argument_fields() {
        "batches whose gradients are summed before each optimizer step"},
       {"dataloader_drop_last", &Args::dataloader_drop_last, "drop the last incomplete training batch"},
       {"dataloader_num_workers", &Args::dataloader_num_workers, "data-loading worker threads; 0: load in the loop"},
+      {"train_sampling_strategy", &Args::train_sampling_strategy,
+       "training order: random, sequential, or group_by_length (similar lengths together)"},
+      {"label_smoothing_factor", &Args::label_smoothing_factor,
+       "label smoothing of the built-in cross-entropy, from 0 (none) to below 1"},
+      {"include_num_input_tokens_seen", &Args::include_num_input_tokens_seen,
+       "count the input tokens into num_input_tokens_seen: no, all or non_padding"},
       {"learning_rate", &Args::learning_rate, "initial AdamW learning rate"},
       {"weight_decay", &Args::weight_decay, "AdamW weight decay"},
       {"adam_beta1", &Args::adam_beta1, "AdamW beta1"},
@@ -60,6 +66,10 @@ const std::vector<ArgumentField<Args>>& argument_fields() {
       {"eval_steps", &Args::eval_steps, "evaluate every N steps; below 1: a fraction; none: logging_steps"},
       {"eval_delay", &Args::eval_delay, "steps (or epochs, with eval_strategy epoch) before the first evaluation"},
       {"eval_on_start", &Args::eval_on_start, "evaluate once before training, as a sanity check"},
+      {"eval_accumulation_steps", &Args::eval_accumulation_steps,
+       "move evaluation outputs to the CPU every N batches; none: at the end"},
+      {"include_for_metrics", &Args::include_for_metrics,
+       "what else compute_metrics receives, comma separated: inputs, loss"},
       {"save_strategy", &Args::save_strategy, "when to save a checkpoint; best: when the metric improves"},
       {"save_steps", &Args::save_steps, "save every N steps; below 1: a fraction of the training steps"},
       {"save_total_limit", &Args::save_total_limit, "keep at most this many checkpoints; none: keep all"},
@@ -79,6 +89,8 @@ const std::vector<ArgumentField<Args>>& argument_fields() {
       {"use_cpu", &Args::use_cpu, "train on the CPU even when a GPU is available"},
       {"ddp_timeout", &Args::ddp_timeout,
        "seconds a distributed collective waits for the other processes before failing"},
+      {"average_tokens_across_devices", &Args::average_tokens_across_devices,
+       "normalise the loss by the label tokens of every process, not of each"},
   };
   return fields;
 }

@@ -120,20 +120,29 @@ inline torch::Tensor gather_evaluation(ProcessGroup& group, const torch::Tensor&
   }
   const auto metas = group.all_gather(torch::tensor(meta, torch::kLong).to(group.device()), "gathering the " + what);
   torch::Tensor first;
-  for (const auto& m : metas)
-    if (m[0].item<std::int64_t>() != 0) {
-      first = m.to(torch::kCPU);
-      break;
-    }
+  std::int64_t longest = 0;  // dimension 1, which batches of sequences may pad to different lengths
+  for (const auto& gathered : metas) {
+    const auto m = gathered.to(torch::kCPU);
+    if (m[0].item<std::int64_t>() == 0) continue;
+    if (!first.defined()) first = m;
+    if (m[2].item<std::int64_t>() > 1) longest = std::max(longest, m[4].item<std::int64_t>());
+  }
   if (!first.defined()) return {};
   const auto* m = first.data_ptr<std::int64_t>();
   std::vector<std::int64_t> shape(m + 3, m + 3 + m[2]);
   const std::int64_t rows = static_cast<std::int64_t>((total + static_cast<std::size_t>(world) - 1) /
                                                       static_cast<std::size_t>(world));
   shape[0] = rows;
-  // Each rank pads its shard to the longest one; interleaving the shards puts the padding past `total`.
-  torch::Tensor padded = torch::zeros(shape, torch::TensorOptions().dtype(static_cast<c10::ScalarType>(m[1])));
-  if (local.defined() && local.size(0) > 0) padded.narrow(0, 0, local.size(0)).copy_(local);
+  if (shape.size() > 1) shape[1] = longest;
+  // Each rank pads its shard to the longest one, and dimension 1 with -100 as the evaluation loop does;
+  // interleaving the shards puts the padded rows past `total`.
+  torch::Tensor padded =
+      torch::full(shape, -100, torch::TensorOptions().dtype(static_cast<c10::ScalarType>(m[1])));
+  if (local.defined() && local.size(0) > 0) {
+    auto target = padded.narrow(0, 0, local.size(0));
+    if (local.dim() > 1) target = target.narrow(1, 0, local.size(1));
+    target.copy_(local);
+  }
   const auto shards = group.all_gather(padded.to(group.device()), "gathering the " + what);
   return torch::stack(shards, 1).flatten(0, 1).narrow(0, 0, static_cast<std::int64_t>(total)).to(torch::kCPU);
 }

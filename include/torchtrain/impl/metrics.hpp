@@ -2,6 +2,8 @@
 // The definitions of the ready-made compute_metrics functions (metrics.hpp).
 #pragma once
 
+#include <cstdint>
+
 #include <torch/types.h>
 
 #include "torchtrain/detail/compiled.hpp"
@@ -14,11 +16,25 @@ namespace torchtrain::metrics {
 TORCHTRAIN_INLINE Metrics accuracy(const EvalPrediction& prediction) {
   if (!prediction.label_ids.defined())
     throw ArgumentError("metrics::accuracy needs labels; the evaluation data has none");
-  const auto predicted = prediction.predictions.dim() > 1 ? prediction.predictions.argmax(-1)
-                                                          : prediction.predictions.round().to(torch::kLong);
-  const auto labels = prediction.label_ids.reshape(predicted.sizes()).to(predicted.scalar_type());
+  const auto& predictions = prediction.predictions;
+  auto labels = prediction.label_ids;
+  torch::Tensor predicted;
+  if (predictions.dim() == labels.dim() + 1) {
+    predicted = predictions.argmax(-1);  // logits, one dimension more than the labels
+  } else if (predictions.sizes() == labels.sizes()) {  // class ids (or values to round)
+    predicted = c10::isFloatingType(predictions.scalar_type()) ? predictions.round().to(torch::kLong) : predictions;
+  } else {
+    predicted = predictions.dim() > 1 ? predictions.argmax(-1) : predictions.round().to(torch::kLong);
+    labels = labels.reshape(predicted.sizes());
+  }
+  labels = labels.to(predicted.scalar_type());
+  // Positions labelled -100 (padding, or tokens left out of the loss) are not counted.
+  const auto counted = labels.ne(-100);
+  const auto total = counted.sum().item<std::int64_t>();
+  if (total == 0) throw ArgumentError("metrics::accuracy: every label is -100; nothing to count");
   Metrics out;
-  out["accuracy"] = predicted.eq(labels).to(torch::kDouble).mean().item<double>();
+  out["accuracy"] = static_cast<double>(predicted.eq(labels).logical_and(counted).sum().item<std::int64_t>()) /
+                    static_cast<double>(total);
   return out;
 }
 

@@ -20,6 +20,7 @@
 #include "torchtrain/detail/data_parallel.hpp"
 #include "torchtrain/detail/edit_distance.hpp"
 #include "torchtrain/detail/json_cast.hpp"
+#include "torchtrain/detail/model_io.hpp"
 #include "torchtrain/detail/round.hpp"
 #include "torchtrain/detail/warn.hpp"
 #include "torchtrain/distributed.hpp"
@@ -102,6 +103,7 @@ TORCHTRAIN_INLINE BestRun TrainerBase::hyperparameter_search(const SearchSpace& 
 
 TORCHTRAIN_INLINE void TrainerBase::log(LogEntry logs) {
   if (state.epoch) logs["epoch"] = *state.epoch;
+  if (args.include_num_input_tokens_seen != "no") logs["num_input_tokens_seen"] = state.num_input_tokens_seen;
   LogEntry entry = logs;
   entry["step"] = state.global_step;
   state.log_history.push_back(std::move(entry));
@@ -226,6 +228,7 @@ TORCHTRAIN_INLINE ResumePoint TrainerBase::begin_training(const RunPlan& plan, R
   parameters_ = module().parameters();  // clipped and cleared, as HF does
   warn_if_no_default_flow();
   started_ = std::chrono::steady_clock::now();
+  initial_num_input_tokens_seen_ = state.num_input_tokens_seen;
   handler_.on_train_begin(args, state, control, context_);
   if (stopped_before) loop_decides(LoopDecision::stay_stopped);
   if (args.eval_on_start && !resume) evaluate_during_training(/*track_best=*/false);  // not again on resume
@@ -322,6 +325,37 @@ TORCHTRAIN_INLINE Metrics TrainerBase::evaluation_metrics(const std::string& pre
 TORCHTRAIN_INLINE int TrainerBase::world_size() const { return group_ ? group_->world_size() : 1; }
 
 TORCHTRAIN_INLINE int TrainerBase::rank() const { return group_ ? group_->rank() : 0; }
+
+TORCHTRAIN_INLINE torch::Tensor TrainerBase::window_share(const torch::Tensor& loss, bool normalized_by_num_items) const {
+  if (normalized_by_num_items)
+    return group_ && args.average_tokens_across_devices ? loss * static_cast<double>(world_size()) : loss;
+  return current_gradient_accumulation_steps_ > 1 ? loss / static_cast<double>(current_gradient_accumulation_steps_)
+                                                  : loss;
+}
+
+TORCHTRAIN_INLINE torch::Tensor TrainerBase::window_label_tokens(const std::vector<torch::Tensor>& labels) {
+  if (labels.empty() || !detail::are_class_indices(labels.front())) return {};
+  torch::Tensor count = detail::count_label_tokens(labels.front());
+  for (std::size_t k = 1; k < labels.size(); ++k) count = count + detail::count_label_tokens(labels[k]);
+  count = count.reshape({1});
+  if (group_ && args.average_tokens_across_devices) group_->all_reduce(count, "counting the label tokens");
+  return count.reshape({});
+}
+
+TORCHTRAIN_INLINE void TrainerBase::count_input_tokens(std::int64_t tokens) {
+  if (tokens < 0) return;
+  if (group_) {
+    auto total = torch::tensor({tokens}, torch::kLong).to(group_->device());
+    group_->all_reduce(total, "counting the input tokens");
+    tokens = total.item<std::int64_t>();
+  }
+  state.num_input_tokens_seen += tokens;
+}
+
+TORCHTRAIN_INLINE bool TrainerBase::includes_for_metrics(const std::string& what) const {
+  return std::find(args.include_for_metrics.begin(), args.include_for_metrics.end(), what) !=
+         args.include_for_metrics.end();
+}
 
 TORCHTRAIN_INLINE std::vector<std::size_t> TrainerBase::evaluation_order(std::size_t num_examples) const {
   if (group_) return detail::evaluation_shard(num_examples, rank(), world_size());
@@ -482,6 +516,13 @@ TORCHTRAIN_INLINE void TrainerBase::maybe_log_save_evaluate(Boundary where) {
     logs["loss"] = interval_loss / static_cast<double>(state.global_step - last_logged_step_);  // unrounded, as v5
     if (last_grad_norm_.defined()) logs["grad_norm"] = last_grad_norm_.item<double>();
     logs["learning_rate"] = last_learning_rate_;
+    if (args.include_num_input_tokens_seen != "no") {  // HF: the speed of this session's tokens
+      const double runtime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+      logs["train_runtime"] = detail::round_to(runtime, 4);
+      if (runtime > 0)
+        logs["train_tokens_per_second"] = detail::round_to(
+            static_cast<double>(state.num_input_tokens_seen - initial_num_input_tokens_seen_) / runtime, 3);
+    }
     last_logged_step_ = state.global_step;
     log(std::move(logs));
   }

@@ -54,6 +54,23 @@ TORCHTRAIN_DEDUCED(void) TrainingArguments::validate() {
         field.member);
   }
 
+  // Sequences and evaluation outputs.
+  if (train_sampling_strategy != "random" && train_sampling_strategy != "sequential" &&
+      train_sampling_strategy != "group_by_length")
+    fail("train_sampling_strategy", "\"" + train_sampling_strategy + "\"", "choose random, sequential or group_by_length");
+  if (!(label_smoothing_factor >= 0 && label_smoothing_factor < 1))
+    fail("label_smoothing_factor", format_number(label_smoothing_factor), "must be at least 0 and below 1");
+  if (include_num_input_tokens_seen == "true") include_num_input_tokens_seen = "all";  // HF maps the bools
+  if (include_num_input_tokens_seen == "false") include_num_input_tokens_seen = "no";
+  if (include_num_input_tokens_seen != "no" && include_num_input_tokens_seen != "all" &&
+      include_num_input_tokens_seen != "non_padding")
+    fail("include_num_input_tokens_seen", "\"" + include_num_input_tokens_seen + "\"", "choose no, all or non_padding");
+  if (eval_accumulation_steps && *eval_accumulation_steps < 1)
+    fail("eval_accumulation_steps", std::to_string(*eval_accumulation_steps), "must be at least 1, or none");
+  for (const auto& what : include_for_metrics)
+    if (what != "inputs" && what != "loss")
+      fail("include_for_metrics", "\"" + what + "\"", "choose from inputs, loss");
+
   at_least("ddp_timeout", static_cast<double>(ddp_timeout), 1,
            "must be at least 1 second; it bounds how long a process waits for the others");
   if (output_dir.empty())
