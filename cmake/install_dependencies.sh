@@ -4,7 +4,8 @@
 # With --fuzz, also clang and its runtimes (libFuzzer, sanitizers), which only the fuzz build needs.
 set -euo pipefail
 
-packages=(g++ cmake ninja-build libtorch-dev nlohmann-json3-dev catch2 libgloo-dev libbenchmark-dev libxml2-utils)
+packages=(g++ cmake ninja-build libtorch-dev nlohmann-json3-dev catch2 libgloo-dev libbenchmark-dev libxml2-utils
+          zlib1g-dev dataset-fashion-mnist)
 if [ "${1:-}" = "--fuzz" ]; then
   packages+=(clang libclang-rt-dev)
 elif [ $# -gt 0 ]; then

@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 
+#include <torchtrain/detail/python_json.hpp>
 #include <torchtrain/trainer_state.hpp>
 
 #include "fuzz_target.hpp"

@@ -110,3 +110,22 @@ TEST_CASE("train_classifier --help lists the TrainingArguments and the program's
   for (const char* flag : {"--learning_rate", "--eval_strategy", "--train_file", "--hidden_size", "--trace_events"})
     CHECK(r.output.find(flag) != std::string::npos);
 }
+
+#ifdef TORCHTRAIN_FASHION_MNIST
+TEST_CASE("fashion_mnist trains a CNN on the real Fashion-MNIST images to 0.80 test accuracy in 600 steps") {
+  tt_test::TempDir dir("fmnist");
+  const auto r = tt_test::run_command(std::string(TORCHTRAIN_FASHION_MNIST) + " --output_dir " + dir.str() +
+                                      " --max_steps 600 --eval_strategy no --save_strategy no");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  const auto eval = nlohmann::json::parse(tt_test::read_file(dir / "eval_results.json"));
+  CHECK(eval["eval_accuracy"].get<double>() >= 0.80);
+  CHECK(eval["eval_samples_per_second"].get<double>() > 0);
+  CHECK(std::filesystem::exists(dir / "fashion-mnist-idx/t10k-images-idx3-ubyte"));
+
+  const auto missing = tt_test::run_command(std::string(TORCHTRAIN_FASHION_MNIST) + " --output_dir " + dir.str() +
+                                            " --data_dir " + (dir / "nowhere").string());
+  CHECK(missing.status == 2);
+  CHECK(last_line(missing.output).find("install the Debian package dataset-fashion-mnist") != std::string::npos);
+}
+#endif

@@ -114,6 +114,34 @@ std::vector<Case> cases(std::int64_t W, std::int64_t T) {
        polynomial(0.01, 2.0)},
       {"inverse_sqrt", SchedulerType::inverse_sqrt, nullptr, inverse_sqrt(W > 0 ? W : 10000)},
       {"inverse_sqrt timescale=25", SchedulerType::inverse_sqrt, {{"timescale", 25}}, inverse_sqrt(25)},
+      {"cosine_with_min_lr min_lr=0.01", SchedulerType::cosine_with_min_lr, {{"min_lr", 0.01}},
+       [=](std::int64_t s) {  // min_lr over the optimizer's default lr: a rate of 0.1
+         if (s < W) return warm(s);
+         return std::max(0.0, 0.5 * (1.0 + std::cos(pi * 0.5 * 2.0 * progress(s))) * 0.9 + 0.1);
+       }},
+      {"cosine_with_min_lr min_lr_rate=0.2 num_cycles=1", SchedulerType::cosine_with_min_lr,
+       {{"min_lr_rate", 0.2}, {"num_cycles", 1}},
+       [=](std::int64_t s) {
+         if (s < W) return warm(s);
+         return std::max(0.0, 0.5 * (1.0 + std::cos(pi * 1.0 * 2.0 * progress(s))) * 0.8 + 0.2);
+       }},
+      {"warmup_stable_decay", SchedulerType::warmup_stable_decay, {{"num_decay_steps", T / 4}},
+       [=](std::int64_t s) {  // linear warmup, stable, cosine decay over the last quarter, then 0
+         const std::int64_t D = T / 4, S = T - W - D;
+         if (s < W) return warm(s);
+         if (s < W + S) return 1.0;
+         if (s < W + S + D) return std::max(0.0, 0.5 * (1.0 + std::cos(pi * 0.5 * 2.0 * double(s - W - S) / double(std::max<std::int64_t>(1, D)))));
+         return 0.0;
+       }},
+      {"warmup_stable_decay 1-sqrt min_lr_ratio=0.1", SchedulerType::warmup_stable_decay,
+       {{"num_decay_steps", 5}, {"num_stable_steps", 3}, {"warmup_type", "cosine"}, {"decay_type", "1-sqrt"},
+        {"min_lr_ratio", 0.1}},
+       [=](std::int64_t s) {  // warmup from 0.1; past W + 3 + 5 it stays at 0.1
+         if (s < W) return std::max(0.0, 0.5 * (1.0 - std::cos(pi * warm(s))) * 0.9 + 0.1);
+         if (s < W + 3) return 1.0;
+         if (s < W + 8) return std::max(0.0, (1.0 - std::sqrt(double(s - W - 3) / 5.0)) * 0.9 + 0.1);
+         return 0.1;
+       }},
   };
 }
 
@@ -142,6 +170,25 @@ TEST_CASE("every lambda schedule follows HF's formula in each param group", "[sc
       }
     }
   }
+}
+
+TEST_CASE("cosine_with_min_lr and warmup_stable_decay reject what HF rejects", "[schedulers]") {
+  auto optimizer = make_optimizer();
+  CHECK_THROWS_WITH(get_scheduler(SchedulerType::cosine_with_min_lr, *optimizer, 0, 10),
+                    Contains("One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`"));
+  CHECK_THROWS_WITH(get_scheduler(SchedulerType::cosine_with_min_lr, *optimizer, 0, 10,
+                                  Json{{"min_lr", 0.1}, {"min_lr_rate", 0.1}}),
+                    Contains("Only one of min_lr or min_lr_rate should be set"));
+  CHECK_THROWS_WITH(get_scheduler(SchedulerType::warmup_stable_decay, *optimizer, 0, 10),
+                    Contains("needs num_decay_steps in lr_scheduler_kwargs"));
+  CHECK_THROWS_WITH(get_scheduler(SchedulerType::warmup_stable_decay, *optimizer, 0, 10,
+                                  Json{{"num_decay_steps", 2}, {"decay_type", "exp"}}),
+                    Contains("unknown decay type 'exp'; expected 'linear', 'cosine' or '1-sqrt'"));
+  CHECK_THROWS_WITH(get_scheduler(SchedulerType::warmup_stable_decay, *optimizer, 0, 10, Json{{"min_lr", 2}}),
+                    Contains("'min_lr' is not an option of the warmup_stable_decay schedule"));
+  tt_test::WarningCapture warnings;
+  get_scheduler(SchedulerType::warmup_stable_decay, *optimizer, 0, 10, Json{{"num_decay_steps", 2}, {"num_stable_steps", 3}});
+  CHECK(warnings.contains("Both num_training_steps and num_stable_steps are specified. num_stable_steps will be used."));
 }
 
 TEST_CASE("schedules hit HF's landmark values", "[schedulers]") {

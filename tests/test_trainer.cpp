@@ -596,6 +596,94 @@ TEST_CASE("weight decay skips biases and normalisation layers") {
   CHECK(static_cast<const torch::optim::AdamWOptions&>(opt->param_groups()[1].options()).weight_decay() == 0.0);
 }
 
+TEST_CASE("optim names the optimizer and optim_args its options; each resumes bit-exactly") {
+  struct Named {
+    const char* optim;
+    const char* optim_args;
+    std::function<void(const torch::optim::Optimizer&)> check;
+  };
+  const std::vector<Named> optimizers{
+      {"adamw_torch", "", [](const auto& o) { CHECK(dynamic_cast<const torch::optim::AdamW*>(&o)); }},
+      {"adam", "", [](const auto& o) { CHECK(dynamic_cast<const torch::optim::Adam*>(&o)); }},
+      {"sgd", "momentum=0.9, nesterov=true",
+       [](const auto& o) {
+         REQUIRE(dynamic_cast<const torch::optim::SGD*>(&o));
+         const auto& options = static_cast<const torch::optim::SGDOptions&>(o.param_groups()[0].options());
+         CHECK(options.momentum() == 0.9);
+         CHECK(options.nesterov());
+         CHECK(options.weight_decay() == 0.01);
+       }},
+      {"adagrad", "lr_decay=0.01",
+       [](const auto& o) {
+         REQUIRE(dynamic_cast<const torch::optim::Adagrad*>(&o));
+         CHECK(static_cast<const torch::optim::AdagradOptions&>(o.param_groups()[0].options()).lr_decay() == 0.01);
+       }},
+      {"rmsprop", "alpha=0.9,momentum=0.5,centered=true",
+       [](const auto& o) {
+         REQUIRE(dynamic_cast<const torch::optim::RMSprop*>(&o));
+         const auto& options = static_cast<const torch::optim::RMSpropOptions&>(o.param_groups()[0].options());
+         CHECK(options.alpha() == 0.9);
+         CHECK(options.momentum() == 0.5);
+         CHECK(options.centered());
+       }},
+  };
+  Blobs data(48, 3);
+  for (const auto& named : optimizers) {
+    INFO("optim " << named.optim);
+    TempDir dir;
+    tt::TrainingArguments args;
+    args.output_dir = dir.str();
+    args.report_to = {"none"};
+    args.disable_tqdm = true;
+    args.optim = named.optim;
+    args.optim_args = named.optim_args;
+    args.weight_decay = 0.01;
+    args.learning_rate = 0.01;
+    args.max_steps = 6;
+    args.save_steps = 3;
+    args.per_device_train_batch_size = 8;
+    torch::manual_seed(1);
+    tt::Trainer whole(Mlp(), args, data);
+    whole.train();
+    named.check(*whole.optimizer);
+    torch::manual_seed(2);  // other weights, which the checkpoint replaces
+    tt::Trainer resumed(Mlp(), args, data);
+    resumed.train((dir / "checkpoint-3").string());
+    const auto a = whole.model->parameters(), b = resumed.model->parameters();
+    for (std::size_t i = 0; i < a.size(); ++i) CHECK(torch::equal(a[i], b[i]));
+  }
+
+  tt::TrainingArguments bad;
+  bad.optim = "adamw_hf";
+  CHECK_THROWS_WITH(bad.validate(), Catch::Contains("TrainingArguments.optim = \"adamw_hf\": not an available "
+                                                    "optimizer; choose from adamw_torch, adam, sgd, adagrad, rmsprop"));
+  bad.optim = "sgd";
+  bad.optim_args = "momentum=0.9,betas=2";
+  CHECK_THROWS_WITH(bad.validate(), Catch::Contains("sgd takes no argument 'betas'; choose from momentum, dampening, "
+                                                    "nesterov"));
+  bad.optim_args = "momentum";
+  CHECK_THROWS_WITH(bad.validate(), Catch::Contains("expected key=value pairs separated by commas"));
+  bad.optim_args = "momentum=fast";
+  CHECK_THROWS_WITH(bad.validate(), Catch::Contains("momentum=fast is not a number or true/false"));
+}
+
+TEST_CASE("lr_scheduler_kwargs reach the schedule, from the command line and from training_args.json") {
+  TempDir dir;
+  const char* argv[] = {"prog", "--output_dir", dir.path().c_str(), "--lr_scheduler_type", "cosine_with_min_lr",
+                        "--lr_scheduler_kwargs", "{\"min_lr\": 0.001}", "--learning_rate", "0.01",
+                        "--max_steps", "10", "--report_to", "none", "--disable_tqdm", "--save_strategy", "no",
+                        "--logging_steps", "1"};
+  auto args = tt::TrainingArguments::parse(static_cast<int>(std::size(argv)), argv);
+  CHECK(args.lr_scheduler_kwargs == nlohmann::json{{"min_lr", 0.001}});
+  CHECK(tt::TrainingArguments::from_json(args.to_json()).lr_scheduler_kwargs == args.lr_scheduler_kwargs);
+  tt::Trainer trainer(Mlp(), args, Blobs(16, 1));
+  trainer.train();
+  // The cosine ends at min_lr, not at 0.
+  CHECK(trainer.lr_scheduler->get_last_lr().front() == Approx(0.001));
+  const char* bad[] = {"prog", "--lr_scheduler_kwargs", "min_lr=1"};
+  CHECK_THROWS_WITH(tt::TrainingArguments::parse(3, bad), Catch::Contains("not a JSON object"));
+}
+
 TEST_CASE("TensorDataset's stacked batches equal what the default collator makes of its examples") {
   tt::data::TensorDataset data(torch::randn({10, 3}), torch::arange(10));
   const std::vector<std::size_t> idx{7, 2, 9};

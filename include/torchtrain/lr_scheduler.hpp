@@ -119,6 +119,8 @@ class SchedulerKwargs {
 /// num_training_steps matters to linear, cosine, cosine_with_restarts and polynomial (and must then be > 0);
 /// reduce_lr_on_plateau ignores both step counts. scheduler_specific_kwargs (HF's lr_scheduler_kwargs) take:
 /// cosine and cosine_with_restarts: num_cycles; polynomial: lr_end, power; inverse_sqrt: timescale;
+/// cosine_with_min_lr: min_lr or min_lr_rate (one of them), num_cycles; warmup_stable_decay: num_decay_steps
+/// (required), num_stable_steps, warmup_type, decay_type (linear, cosine, 1-sqrt), min_lr_ratio, num_cycles;
 /// reduce_lr_on_plateau: mode, factor, patience, threshold, threshold_mode, cooldown, min_lr, eps.
 /// Throws ArgumentError naming the offending value.
 inline std::unique_ptr<LRScheduler> get_scheduler(SchedulerType type, torch::optim::Optimizer& optimizer,
@@ -164,6 +166,25 @@ inline std::unique_ptr<LRScheduler> get_scheduler(SchedulerType type, torch::opt
     case SchedulerType::inverse_sqrt:
       detail::SchedulerKwargs(kwargs, type, {"timescale"}).read("timescale", options.timescale);
       break;
+    case SchedulerType::cosine_with_min_lr: {
+      const detail::SchedulerKwargs read(kwargs, type, {"num_cycles", "min_lr", "min_lr_rate"});
+      read.read("num_cycles", options.num_cycles);
+      read.read("min_lr", options.min_lr);
+      read.read("min_lr_rate", options.min_lr_rate);
+      break;
+    }
+    case SchedulerType::warmup_stable_decay: {
+      const detail::SchedulerKwargs read(kwargs, type,
+                                         {"num_decay_steps", "num_stable_steps", "warmup_type", "decay_type",
+                                          "min_lr_ratio", "num_cycles"});
+      read.read("num_decay_steps", options.num_decay_steps);
+      read.read("num_stable_steps", options.num_stable_steps);
+      read.read("warmup_type", options.warmup_type);
+      read.read("decay_type", options.decay_type);
+      read.read("min_lr_ratio", options.min_lr_ratio);
+      read.read("num_cycles", options.num_cycles);
+      break;
+    }
     default:
       detail::SchedulerKwargs(kwargs, type, {});
   }

@@ -27,6 +27,8 @@ enum class SchedulerType {
   constant_with_warmup,
   inverse_sqrt,
   reduce_lr_on_plateau,
+  cosine_with_min_lr,
+  warmup_stable_decay,
 };
 
 namespace detail {
@@ -42,7 +44,7 @@ inline constexpr EnumNames<SaveStrategy, 4> save_strategy_names{{{SaveStrategy::
                                                                  {SaveStrategy::epoch, "epoch"},
                                                                  {SaveStrategy::best, "best"}}};
 
-inline constexpr EnumNames<SchedulerType, 8> scheduler_type_names{{
+inline constexpr EnumNames<SchedulerType, 10> scheduler_type_names{{
     {SchedulerType::linear, "linear"},
     {SchedulerType::cosine, "cosine"},
     {SchedulerType::cosine_with_restarts, "cosine_with_restarts"},
@@ -51,6 +53,8 @@ inline constexpr EnumNames<SchedulerType, 8> scheduler_type_names{{
     {SchedulerType::constant_with_warmup, "constant_with_warmup"},
     {SchedulerType::inverse_sqrt, "inverse_sqrt"},
     {SchedulerType::reduce_lr_on_plateau, "reduce_lr_on_plateau"},
+    {SchedulerType::cosine_with_min_lr, "cosine_with_min_lr"},
+    {SchedulerType::warmup_stable_decay, "warmup_stable_decay"},
 }};
 
 template <class Enum, std::size_t N>

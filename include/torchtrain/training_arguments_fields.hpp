@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json.hpp>
 
 #include "torchtrain/detail/compiled.hpp"
 
@@ -40,7 +40,9 @@ struct TrainingArguments {
   double label_smoothing_factor = 0;              // 0 to 1: the weight of the uniform distribution in the labels
   std::string include_num_input_tokens_seen = "no";  // no, all, non_padding (true/false: all/no)
 
-  // Optimizer (AdamW) and clipping
+  // Optimizer and clipping
+  std::string optim = "adamw_torch";  // adamw_torch, adam, sgd, adagrad, rmsprop
+  std::string optim_args;             // "key=value,..." for sgd, adagrad and rmsprop
   double learning_rate = 5e-5;
   double weight_decay = 0.0;
   double adam_beta1 = 0.9;
@@ -52,6 +54,7 @@ struct TrainingArguments {
   SchedulerType lr_scheduler_type = SchedulerType::linear;
   double warmup_steps = 0;                 // a whole number of steps, or below 1 a ratio of the training steps
   std::optional<double> warmup_ratio;       // deprecated, as in HF v5: use warmup_steps; when set, it wins
+  nlohmann::json lr_scheduler_kwargs = nlohmann::json::object();  // the schedule's own options, e.g. {"min_lr": 1e-5}
 
   // Logging. *_steps below 1 are ratios of max_steps.
   IntervalStrategy logging_strategy = IntervalStrategy::steps;

@@ -30,7 +30,7 @@ using ArgumentVariant =
     std::variant<Ref<bool>, Ref<std::optional<bool>>, Ref<std::int64_t>, Ref<std::optional<std::int64_t>>,
                  Ref<std::uint64_t>, Ref<std::optional<std::uint64_t>>, Ref<double>, Ref<std::optional<double>>,
                  Ref<std::string>, Ref<std::optional<std::string>>, Ref<std::vector<std::string>>,
-                 Ref<IntervalStrategy>, Ref<SaveStrategy>, Ref<SchedulerType>>;
+                 Ref<IntervalStrategy>, Ref<SaveStrategy>, Ref<SchedulerType>, Ref<nlohmann::json>>;
 
 template <class T>
 using Pointer = T*;
@@ -244,6 +244,31 @@ struct ValueTraits<std::vector<std::string>> {
     for (const auto& item : value) joined += (joined.empty() ? "" : ",") + item;
     return joined.empty() ? "\"\"" : joined;
   }
+};
+
+// JSON objects (lr_scheduler_kwargs): JSON text on the command line, as HF's json.loads of a string.
+template <>
+struct ValueTraits<nlohmann::json> {
+  static std::string metavar() { return "JSON"; }
+  static std::string json_type() { return "a JSON object"; }
+  static nlohmann::json parse(std::string_view text, std::string_view flag) {
+    const auto value = nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+    if (!value.is_object())
+      throw ArgumentError(std::string(flag) + " " + quote_if_empty(text) +
+                          ": not a JSON object; write it as '{\"key\": value}'");
+    return value;
+  }
+  static bool read(const nlohmann::json& j, nlohmann::json& out, std::string_view) {
+    if (j.is_null()) {
+      out = nlohmann::json::object();
+      return true;
+    }
+    if (!j.is_object()) return false;
+    out = j;
+    return true;
+  }
+  static nlohmann::json write(const nlohmann::json& value) { return value; }
+  static std::string text(const nlohmann::json& value) { return value.dump(); }
 };
 
 template <class Enum>

@@ -456,7 +456,8 @@ TORCHTRAIN_INLINE void TrainerBase::create_scheduler(std::int64_t max_steps) {
   } else {
     for (std::size_t i = 0; i < groups.size(); ++i) groups[i].options().set_lr(initial_lrs_[i]);
   }
-  lr_scheduler = get_scheduler(args.lr_scheduler_type, *optimizer, args.get_warmup_steps(max_steps), max_steps);
+  lr_scheduler = get_scheduler(args.lr_scheduler_type, *optimizer, args.get_warmup_steps(max_steps), max_steps,
+                               args.lr_scheduler_kwargs);
   created_lr_scheduler_ = lr_scheduler;
 }
 

@@ -20,6 +20,7 @@
 #include "torchtrain/detail/argument_parsing.hpp"
 #include "torchtrain/detail/argument_value.hpp"
 #include "torchtrain/detail/edit_distance.hpp"
+#include "torchtrain/detail/optimizer_names.hpp"
 #include "torchtrain/detail/reporter_names.hpp"
 #include "torchtrain/detail/text_file.hpp"
 #include "torchtrain/detail/warn.hpp"
@@ -53,6 +54,11 @@ TORCHTRAIN_DEDUCED(void) TrainingArguments::validate() {
         },
         field.member);
   }
+
+  // Optimizer.
+  if (std::find(detail::kOptimizerNames.begin(), detail::kOptimizerNames.end(), optim) == detail::kOptimizerNames.end())
+    throw ArgumentError(detail::unknown_optimizer(optim));
+  detail::parse_optim_args(optim_args, optim);  // throws naming what is wrong
 
   // Sequences and evaluation outputs.
   if (train_sampling_strategy != "random" && train_sampling_strategy != "sequential" &&

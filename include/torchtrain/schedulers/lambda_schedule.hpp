@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/optim/optimizer.h>
 
+#include "torchtrain/detail/warn.hpp"
 #include "torchtrain/errors.hpp"
 #include "torchtrain/schedulers/lr_scheduler.hpp"
 #include "torchtrain/strategies.hpp"
@@ -35,6 +36,12 @@ class LambdaSchedule final : public LRScheduler {
     double lr_end = 1e-7;                   // polynomial
     double power = 1.0;                     // polynomial
     std::optional<std::int64_t> timescale;  // inverse_sqrt: num_warmup_steps, or 10000 without warmup
+    // cosine_with_min_lr: exactly one of min_lr (divided by the optimizer's default lr) and min_lr_rate
+    std::optional<double> min_lr, min_lr_rate;
+    // warmup_stable_decay: num_decay_steps required; num_stable_steps defaults to what the others leave
+    std::optional<std::int64_t> num_decay_steps, num_stable_steps;
+    std::string warmup_type = "linear", decay_type = "cosine";  // linear, cosine or 1-sqrt
+    double min_lr_ratio = 0.0;
   };
 
   /// Throws ArgumentError naming the offending option when the schedule would be meaningless.
@@ -51,6 +58,24 @@ class LambdaSchedule final : public LRScheduler {
       throw ArgumentError(name + "num_training_steps is " + std::to_string(options_.num_training_steps) +
                           "; it must be > 0 (set max_steps or num_train_epochs)");
     if (!options_.num_cycles) options_.num_cycles = type == SchedulerType::cosine_with_restarts ? 1.0 : 0.5;
+    if (type == SchedulerType::cosine_with_min_lr) {
+      if (options_.min_lr && options_.min_lr_rate) throw ArgumentError(name + "Only one of min_lr or min_lr_rate should be set");
+      if (!options_.min_lr && !options_.min_lr_rate)
+        throw ArgumentError(name + "One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`");
+      if (options_.min_lr) options_.min_lr_rate = *options_.min_lr / optimizer.defaults().get_lr();
+    }
+    if (type == SchedulerType::warmup_stable_decay) {
+      if (!options_.num_decay_steps)
+        throw ArgumentError(name + "needs num_decay_steps in lr_scheduler_kwargs, e.g. {\"num_decay_steps\": 100}");
+      for (const std::string* shape : {&options_.warmup_type, &options_.decay_type})
+        if (*shape != "linear" && *shape != "cosine" && *shape != "1-sqrt")
+          throw ArgumentError(name + "unknown " + (shape == &options_.warmup_type ? "warmup" : "decay") + " type '" +
+                              *shape + "'; expected 'linear', 'cosine' or '1-sqrt'");
+      if (options_.num_stable_steps)
+        detail::warn("Both num_training_steps and num_stable_steps are specified. num_stable_steps will be used.");
+      else
+        options_.num_stable_steps = options_.num_training_steps - options_.num_warmup_steps - *options_.num_decay_steps;
+    }
     if (!options_.timescale)
       options_.timescale = options_.num_warmup_steps > 0 ? options_.num_warmup_steps : std::int64_t{10000};
     if (*options_.timescale <= 0)
@@ -84,6 +109,7 @@ class LambdaSchedule final : public LRScheduler {
     const std::int64_t warmup = options_.num_warmup_steps;
     const std::int64_t total = options_.num_training_steps;
     if (type_ == SchedulerType::constant) return 1.0;
+    if (type_ == SchedulerType::warmup_stable_decay) return warmup_stable_decay(step);
     if (step < warmup) return static_cast<double>(step) / static_cast<double>(std::max<std::int64_t>(1, warmup));
     const double decay_span = static_cast<double>(std::max<std::int64_t>(1, total - warmup));
     const double progress = static_cast<double>(step - warmup) / decay_span;
@@ -92,6 +118,10 @@ class LambdaSchedule final : public LRScheduler {
         return std::max(0.0, static_cast<double>(total - step) / decay_span);
       case SchedulerType::cosine:
         return std::max(0.0, 0.5 * (1.0 + std::cos(detail::pi * *options_.num_cycles * 2.0 * progress)));
+      case SchedulerType::cosine_with_min_lr: {
+        const double factor = 0.5 * (1.0 + std::cos(detail::pi * *options_.num_cycles * 2.0 * progress));
+        return std::max(0.0, factor * (1.0 - *options_.min_lr_rate) + *options_.min_lr_rate);
+      }
       case SchedulerType::cosine_with_restarts:
         if (progress >= 1.0) return 0.0;
         return std::max(0.0, 0.5 * (1.0 + std::cos(detail::pi * std::fmod(*options_.num_cycles * progress, 1.0))));
@@ -109,6 +139,7 @@ class LambdaSchedule final : public LRScheduler {
       }
       case SchedulerType::constant:
       case SchedulerType::constant_with_warmup:
+      case SchedulerType::warmup_stable_decay:   // above
       case SchedulerType::reduce_lr_on_plateau:  // rejected by the constructor
         break;
     }
@@ -141,7 +172,35 @@ class LambdaSchedule final : public LRScheduler {
  private:
   bool uses_training_steps() const {
     return type_ == SchedulerType::linear || type_ == SchedulerType::cosine ||
-           type_ == SchedulerType::cosine_with_restarts || type_ == SchedulerType::polynomial;
+           type_ == SchedulerType::cosine_with_restarts || type_ == SchedulerType::polynomial ||
+           type_ == SchedulerType::cosine_with_min_lr ||
+           (type_ == SchedulerType::warmup_stable_decay && !options_.num_stable_steps);
+  }
+
+  // HF's _get_wsd_scheduler_lambda: warmup from min_lr_ratio, a stable phase at 1, a decay to min_lr_ratio.
+  double warmup_stable_decay(std::int64_t step) const {
+    const auto shaped = [](const std::string& type, double progress, bool rising) {
+      if (type == "linear") return rising ? progress : 1.0 - progress;
+      if (type == "cosine") return rising ? 0.5 * (1.0 - std::cos(detail::pi * progress)) : 0.0;
+      return rising ? 1.0 - std::sqrt(1.0 - progress) : 1.0 - std::sqrt(progress);  // 1-sqrt
+    };
+    const std::int64_t warmup = options_.num_warmup_steps, stable = *options_.num_stable_steps,
+                       decay = *options_.num_decay_steps;
+    const double m = options_.min_lr_ratio;
+    if (step < warmup) {
+      const double progress = static_cast<double>(step) / static_cast<double>(std::max<std::int64_t>(1, warmup));
+      return std::max(0.0, shaped(options_.warmup_type, progress, true) * (1.0 - m) + m);
+    }
+    if (step < warmup + stable) return 1.0;
+    if (step < warmup + stable + decay) {
+      const double progress =
+          static_cast<double>(step - warmup - stable) / static_cast<double>(std::max<std::int64_t>(1, decay));
+      const double factor = options_.decay_type == "cosine"
+                                ? 0.5 * (1.0 + std::cos(detail::pi * *options_.num_cycles * 2.0 * progress))
+                                : shaped(options_.decay_type, progress, false);
+      return std::max(0.0, factor * (1.0 - m) + m);
+    }
+    return m;
   }
 
   void apply_lambda() {
@@ -155,8 +214,17 @@ class LambdaSchedule final : public LRScheduler {
     if (type_ == SchedulerType::constant) return c;
     c["num_warmup_steps"] = options_.num_warmup_steps;
     if (uses_training_steps()) c["num_training_steps"] = options_.num_training_steps;
-    if (type_ == SchedulerType::cosine || type_ == SchedulerType::cosine_with_restarts)
+    if (type_ == SchedulerType::cosine || type_ == SchedulerType::cosine_with_restarts ||
+        type_ == SchedulerType::cosine_with_min_lr || type_ == SchedulerType::warmup_stable_decay)
       c["num_cycles"] = *options_.num_cycles;
+    if (type_ == SchedulerType::cosine_with_min_lr) c["min_lr_rate"] = *options_.min_lr_rate;
+    if (type_ == SchedulerType::warmup_stable_decay) {
+      c["num_stable_steps"] = *options_.num_stable_steps;
+      c["num_decay_steps"] = *options_.num_decay_steps;
+      c["warmup_type"] = options_.warmup_type;
+      c["decay_type"] = options_.decay_type;
+      c["min_lr_ratio"] = options_.min_lr_ratio;
+    }
     if (type_ == SchedulerType::polynomial) {
       c["lr_end"] = options_.lr_end;
       c["power"] = options_.power;
