@@ -104,7 +104,8 @@ class Trainer : public TrainerBase {
   /// training, when the labels are class indices, `num_items_in_batch` is the number of labels other than -100
   /// in the whole accumulation window (over every process, with average_tokens_across_devices): the loss is
   /// then this batch's sum over its labels divided by it, and ForwardResult::normalized_by_num_items says so.
-  /// Otherwise (undefined) the loss is the batch's mean and the loop divides it by the window's length.
+  /// Otherwise (undefined; also for a window of one batch in one process, whose mean is the same) the loss is
+  /// the batch's mean and the loop divides it by the window's length.
   virtual detail::ForwardResult compute_loss(Model& m, const Batch& batch, const torch::Tensor& num_items_in_batch = {},
                                              const std::vector<std::string>& ignore_keys = {}) {
     detail::LossOptions options{&criterion, args.label_smoothing_factor, num_items_in_batch};
@@ -194,7 +195,7 @@ class Trainer : public TrainerBase {
           num_items_in_batch = window_label_tokens(window_labels);
           current_gradient_accumulation_steps_ = window;
         }
-        record_loss(training_step(model, window_batches[static_cast<std::size_t>(step - window_start)],
+        record_loss(training_step(model, window_batches.at(static_cast<std::size_t>(step - window_start)),
                                   num_items_in_batch));
         if (step + 1 < window_start + window)
           handler_.on_substep_end(args, state, control, context_);

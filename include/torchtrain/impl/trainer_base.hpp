@@ -335,10 +335,13 @@ TORCHTRAIN_INLINE torch::Tensor TrainerBase::window_share(const torch::Tensor& l
 
 TORCHTRAIN_INLINE torch::Tensor TrainerBase::window_label_tokens(const std::vector<torch::Tensor>& labels) {
   if (labels.empty() || !detail::are_class_indices(labels.front())) return {};
+  // A window of one batch in one process: the batch's own mean over its tokens is the window's, without a count.
+  const bool across_ranks = group_ && args.average_tokens_across_devices;
+  if (labels.size() == 1 && !across_ranks) return {};
   torch::Tensor count = detail::count_label_tokens(labels.front());
   for (std::size_t k = 1; k < labels.size(); ++k) count = count + detail::count_label_tokens(labels[k]);
   count = count.reshape({1});
-  if (group_ && args.average_tokens_across_devices) group_->all_reduce(count, "counting the label tokens");
+  if (across_ranks) group_->all_reduce(count, "counting the label tokens");
   return count.reshape({});
 }
 
