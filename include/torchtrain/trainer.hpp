@@ -177,7 +177,8 @@ class Trainer : public TrainerBase {
       const std::int64_t first_step = epoch == start.epochs_trained ? start.batches_to_skip : 0;
       loader.start_epoch(sampler.indices(epoch), static_cast<std::size_t>(first_step));
       handler_.on_epoch_begin(args, state, control, context_);
-      std::vector<Batch> window_batches;
+      std::vector<Batch> window_batches;        // reused: no allocation per window
+      std::vector<torch::Tensor> window_labels;
       torch::Tensor num_items_in_batch;
       for (std::int64_t step = first_step; step < steps_in_epoch; ++step) {
         const std::int64_t window_start = step - step % ga;
@@ -186,7 +187,7 @@ class Trainer : public TrainerBase {
           handler_.on_step_begin(args, state, control, context_);
           // The whole window first, to count its label tokens (HF's get_batch_samples).
           window_batches.clear();
-          std::vector<torch::Tensor> window_labels;
+          window_labels.clear();
           for (std::int64_t k = 0; k < window; ++k) {
             window_batches.push_back(detail::to_device(loader.next(), device_));
             window_labels.push_back(detail::labels_of(window_batches.back()));

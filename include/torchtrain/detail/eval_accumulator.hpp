@@ -31,7 +31,8 @@ inline torch::Tensor pad_and_concatenate(const std::vector<torch::Tensor>& piece
     if (!agree)
       throw ArgumentError("evaluation: cannot join the " + what + " of two batches, of shapes " +
                           c10::str(first.sizes()) + " and " + c10::str(p.sizes()) +
-                          "; only dimensions 0 and 1 may differ between batches");
+                          "; only dimensions 0 and 1 may differ between batches (reduce the outputs per batch "
+                          "with preprocess_logits_for_metrics, or return them at one size)");
     if (p.dim() > 1) {
       same = same && p.size(1) == longest;
       longest = std::max(longest, p.size(1));

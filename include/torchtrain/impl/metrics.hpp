@@ -31,7 +31,8 @@ TORCHTRAIN_INLINE Metrics accuracy(const EvalPrediction& prediction) {
   // Positions labelled -100 (padding, or tokens left out of the loss) are not counted.
   const auto counted = labels.ne(-100);
   const auto total = counted.sum().item<std::int64_t>();
-  if (total == 0) throw ArgumentError("metrics::accuracy: every label is -100; nothing to count");
+  if (total == 0) throw ArgumentError("metrics::accuracy: every label is -100, so there is nothing to count; check that the "
+                             "collator pads only what follows each sequence");
   Metrics out;
   out["accuracy"] = static_cast<double>(predicted.eq(labels).logical_and(counted).sum().item<std::int64_t>()) /
                     static_cast<double>(total);
