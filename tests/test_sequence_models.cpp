@@ -181,7 +181,7 @@ TEST_CASE("accuracy counts only the positions whose label is not -100") {
 TEST_CASE("a token classifier trains, evaluates and predicts over batches of different lengths") {
   TempDir dir;
   auto args = quiet_args(dir);
-  args.num_train_epochs = 4;
+  args.num_train_epochs = 6;  // from any initialisation: over 60 seeds, accuracy >= 0.97 and loss <= 0.15
   args.per_device_train_batch_size = 8;
   args.per_device_eval_batch_size = 5;
   args.eval_strategy = tt::IntervalStrategy::epoch;
