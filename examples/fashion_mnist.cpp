@@ -10,58 +10,17 @@
 // 128 + the signal after a preemption checkpoint.
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <string>
 
 #include <torchtrain/torchtrain.hpp>
 
-#include "gunzip.hpp"
+#include "fashion_cnn.hpp"
 
 namespace tt = torchtrain;
 namespace fs = std::filesystem;
 
 namespace {
-
-/// Two convolution blocks (16 and 32 channels, 3x3, max-pooling) and a classifier over 7 x 7 x 32 features.
-struct CnnImpl : torch::nn::Module {
-  torch::nn::Sequential features{
-      torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 16, 3).padding(1)), torch::nn::ReLU(), torch::nn::MaxPool2d(2),
-      torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 32, 3).padding(1)), torch::nn::ReLU(), torch::nn::MaxPool2d(2)};
-  torch::nn::Sequential classifier{torch::nn::Flatten(), torch::nn::Linear(32 * 7 * 7, 128), torch::nn::ReLU(),
-                                   torch::nn::Linear(128, 10)};
-  CnnImpl() {
-    register_module("features", features);
-    register_module("classifier", classifier);
-  }
-  torch::Tensor forward(const torch::Tensor& images) { return classifier->forward(features->forward(images)); }
-};
-TORCH_MODULE(Cnn);
-
-constexpr const char* kFiles[] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                                  "t10k-labels-idx1-ubyte"};
-
-/// The folder of unpacked IDX files torch::data::datasets::MNIST reads, made from the package's .gz files.
-fs::path unpacked_data(const fs::path& data_dir, const fs::path& cache) {
-  for (const char* name : kFiles)
-    if (!fs::exists(data_dir / (std::string(name) + ".gz")) && !fs::exists(data_dir / name))
-      throw tt::ArgumentError("no Fashion-MNIST data in " + data_dir.string() + " (" + name +
-                              ".gz is missing); install the Debian package dataset-fashion-mnist "
-                              "(apt-get install dataset-fashion-mnist) or pass --data_dir");
-  fs::create_directories(cache);
-  for (const char* name : kFiles) {
-    const fs::path target = cache / name;
-    if (fs::exists(target)) continue;
-    if (fs::exists(data_dir / name)) {
-      fs::copy_file(data_dir / name, target);
-    } else {
-      const fs::path partial = cache / (std::string(name) + ".partial");
-      examples::gunzip(data_dir / (std::string(name) + ".gz"), partial);
-      fs::rename(partial, target);  // a file of that name is always whole
-    }
-  }
-  return cache;
-}
 
 tt::TrainingArguments program_defaults() {
   tt::TrainingArguments defaults;
@@ -87,12 +46,12 @@ int run(int argc, char** argv) {
   if (parsed.help_requested) return 0;
   const tt::TrainingArguments& args = parsed.args;
 
-  const auto root = unpacked_data(data_dir, fs::path(args.output_dir) / "fashion-mnist-idx").string();
+  const auto root = examples::unpacked_data(data_dir, fs::path(args.output_dir) / "fashion-mnist-idx").string();
   using torch::data::datasets::MNIST;
   MNIST train(root, MNIST::Mode::kTrain), test(root, MNIST::Mode::kTest);
 
   torch::manual_seed(args.seed);
-  tt::Trainer trainer(Cnn(), args, train, test);
+  tt::Trainer trainer(examples::Cnn(), args, train, test);
   trainer.compute_metrics = tt::metrics::accuracy;
   const auto result = trainer.train(tt::ResumeFrom::parse(resume_from_checkpoint));
   if (result.preempted_by) {

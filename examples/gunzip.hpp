@@ -1,4 +1,4 @@
-// Reads the gzipped data files Debian's data packages ship (zlib), for the examples that use them.
+// Reads the data files Debian's data packages ship, gzipped (zlib) or not, for the examples that use them.
 #pragma once
 
 #include <filesystem>
@@ -27,24 +27,23 @@ inline void gunzip(const std::filesystem::path& source, const std::filesystem::p
   if (!out.flush()) throw torchtrain::Error("cannot write " + target.string() + "; is the disk full?");
 }
 
-/// The decompressed contents of the gzip file `source`.
-inline std::string gunzipped_text(const std::filesystem::path& source) {
-  const std::unique_ptr<gzFile_s, int (*)(gzFile)> in(gzopen(source.c_str(), "rb"), gzclose);
-  if (!in) throw torchtrain::Error("cannot open " + source.string());
+/// The contents of the file `source`, decompressed when its name ends in ".gz".
+inline std::string text_of(const std::filesystem::path& source) {
   std::string text;
-  char buffer[1 << 16];
-  for (int n; (n = gzread(in.get(), buffer, sizeof buffer)) != 0;) {
-    if (n < 0) throw torchtrain::Error(source.string() + " is not a readable gzip file");
-    text.append(buffer, static_cast<std::size_t>(n));
+  if (source.extension() == ".gz") {
+    const std::unique_ptr<gzFile_s, int (*)(gzFile)> in(gzopen(source.c_str(), "rb"), gzclose);
+    if (!in) throw torchtrain::Error("cannot open " + source.string());
+    char buffer[1 << 16];
+    for (int n; (n = gzread(in.get(), buffer, sizeof buffer)) != 0;) {
+      if (n < 0) throw torchtrain::Error(source.string() + " is not a readable gzip file");
+      text.append(buffer, static_cast<std::size_t>(n));
+    }
+  } else {
+    std::ifstream in(source, std::ios::binary);
+    if (!in) throw torchtrain::Error("cannot open " + source.string());
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
   return text;
-}
-
-/// The contents of the file `source`.
-inline std::string read_text(const std::filesystem::path& source) {
-  std::ifstream in(source, std::ios::binary);
-  if (!in) throw torchtrain::Error("cannot open " + source.string());
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 }  // namespace examples

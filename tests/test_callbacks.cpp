@@ -23,6 +23,7 @@
 #include "torchtrain/callbacks/event_trace.hpp"
 #include "torchtrain/callbacks/printer.hpp"
 #include "torchtrain/callbacks/progress.hpp"
+#include "torchtrain/callbacks/sample_text.hpp"
 #include "torchtrain/detail/python_json.hpp"
 #include "torchtrain/detail/python_repr.hpp"
 #include "torchtrain/detail/round.hpp"
@@ -1282,6 +1283,26 @@ TEST_CASE("EventTraceCallback: an unwritable path throws ArgumentError naming it
   CHECK_THROWS_AS(tt::EventTraceCallback(path), tt::ArgumentError);
   CHECK_THROWS_WITH(tt::EventTraceCallback(path), Catch::Contains(path));
   CHECK_THROWS_AS(tt::EventTraceCallback(dir.str()), tt::ArgumentError);  // a directory
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// SampleTextCallback
+// ---------------------------------------------------------------------------------------------------------------
+
+TEST_CASE("SampleTextCallback: a sample at each evaluation, printed by process zero only", "[callbacks][sample]") {
+  std::ostringstream out;
+  tt::SampleTextCallback sampler(
+      [](const TrainerState& state) { return "text of step " + std::to_string(state.global_step); }, out);
+  TrainerState state;
+  TrainerControl control;
+  sampler.on_evaluate(TrainingArguments{}, state, control, {});
+  state.global_step = 500;
+  sampler.on_evaluate(TrainingArguments{}, state, control, {});
+  state.is_world_process_zero = false;
+  sampler.on_evaluate(TrainingArguments{}, state, control, {});
+  CHECK(out.str() == "sample at step 0:\ntext of step 0\nsample at step 500:\ntext of step 500\n");
+  CHECK(sampler.samples == std::vector<std::string>{"text of step 0", "text of step 500"});
+  CHECK_THROWS_AS(tt::SampleTextCallback(nullptr), tt::ArgumentError);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

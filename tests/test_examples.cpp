@@ -1,6 +1,7 @@
 // train_classifier as its users meet it: a real process, real files, real bad input.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <string>
 
@@ -127,5 +128,30 @@ TEST_CASE("fashion_mnist trains a CNN on the real Fashion-MNIST images to 0.80 t
                                             " --data_dir " + (dir / "nowhere").string());
   CHECK(missing.status == 2);
   CHECK(last_line(missing.output).find("install the Debian package dataset-fashion-mnist") != std::string::npos);
+}
+#endif
+
+#ifdef TORCHTRAIN_CHAR_LM
+TEST_CASE("char_lm learns the Jargon File: held-out loss below 0.8 x the unigram entropy in 600 steps") {
+  tt_test::TempDir dir("charlm");
+  const auto r = tt_test::run_command(std::string(TORCHTRAIN_CHAR_LM) + " --output_dir " + dir.str() +
+                                      " --max_steps 600 --gradient_accumulation_steps 1 --eval_strategy no"
+                                      " --save_strategy no --max_eval_blocks 100");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  const auto eval = nlohmann::json::parse(tt_test::read_file(dir / "eval_results.json"));
+  const double loss = eval["eval_loss"].get<double>(), unigram = eval["eval_unigram_entropy"].get<double>();
+  CHECK(unigram > 3.0);  // nats per character of English text: about 4.8 bits
+  CHECK(loss < 0.8 * unigram);
+  CHECK(eval["eval_bits_per_character"].get<double>() == Approx(loss / std::log(2.0)));
+  CHECK(eval["eval_perplexity"].get<double>() == Approx(std::exp(loss)));
+  // A sample of the untrained model (eval_on_start) and one of the trained model.
+  CHECK(r.output.find("sample at step 0:\nThe ") != std::string::npos);
+  CHECK(r.output.find("sample at step 600:\nThe ") != std::string::npos);
+
+  const auto missing = tt_test::run_command(std::string(TORCHTRAIN_CHAR_LM) + " --output_dir " + dir.str() +
+                                            " --text_file " + (dir / "nowhere.txt.gz").string());
+  CHECK(missing.status == 2);
+  CHECK(last_line(missing.output).find("install the Debian package jargon-text") != std::string::npos);
 }
 #endif

@@ -255,6 +255,47 @@ TEST_CASE("preprocess_logits_for_metrics runs on every evaluation batch, and inc
   CHECK(torch::equal(seen_again.label_ids, seen.label_ids));
 }
 
+TEST_CASE("a model's other named outputs are kept too, each padded as the predictions are") {
+  // The tagger's logits, and its hidden states as a second output.
+  struct TwoOutputsImpl : TaggerImpl {
+    tt::ModelOutput forward(const torch::Tensor& ids, const torch::Tensor& attention_mask) {
+      auto hidden = std::get<0>(gru(embed(ids))) * attention_mask.unsqueeze(-1).to(torch::kFloat);
+      return {{"logits", head(hidden)}, {"hidden", hidden}};
+    }
+  };
+  TORCH_MODULE(TwoOutputs);
+  TempDir dir;
+  auto args = quiet_args(dir);
+  args.per_device_eval_batch_size = 4;
+  TokenSequences eval(10, 3);
+  tt::Trainer<TwoOutputs, TokenSequences, TokenSequences, tt::data::PaddingCollator> trainer(TwoOutputs(), args,
+                                                                                           std::nullopt, eval);
+  std::int64_t longest = 0;
+  for (const auto& t : eval.tokens) longest = std::max(longest, t.size(0));
+  const auto predicted = trainer.predict(eval);
+  CHECK((predicted.predictions.sizes() == torch::IntArrayRef({10, longest, 3})));
+  REQUIRE(predicted.outputs.size() == 1);
+  const auto& hidden = predicted.outputs.at("hidden");
+  REQUIRE((hidden.sizes() == torch::IntArrayRef({10, longest, 16})));
+  const auto shortest = eval.tokens[0].size(0);  // batches of 4 pad to their own longest, the set to its longest
+  CHECK(hidden[0].narrow(0, shortest, longest - shortest).eq(-100).all().item<bool>());
+  const auto alone = trainer.model->forward(eval.tokens[0].unsqueeze(0), torch::ones({1, shortest})).at("hidden");
+  CHECK(torch::allclose(hidden[0].narrow(0, 0, shortest), alone[0].detach()));
+
+  tt::EvalPrediction seen;
+  trainer.compute_metrics = [&](const tt::EvalPrediction& p) {
+    seen = p;
+    return tt::Metrics::object();
+  };
+  auto accumulated = args;
+  accumulated.eval_accumulation_steps = 1;
+  trainer.args = accumulated;
+  trainer.evaluate();
+  REQUIRE(seen.outputs.count("hidden"));
+  CHECK(torch::equal(seen.outputs.at("hidden"), hidden));
+  CHECK(trainer.predict(eval, /*ignore_keys=*/{"hidden"}).outputs.empty());
+}
+
 TEST_CASE("evaluation of long per-token outputs keeps memory bounded with preprocess_logits_for_metrics") {
   // 64 sequences of 64 tokens with a vocabulary of 2000: all the logits take 32 MiB, their argmax 32 KiB.
   struct WideImpl : torch::nn::Module {

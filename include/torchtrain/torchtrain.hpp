@@ -12,6 +12,7 @@
 #include "torchtrain/callbacks/median_stopping.hpp"
 #include "torchtrain/callbacks/printer.hpp"
 #include "torchtrain/callbacks/progress.hpp"
+#include "torchtrain/callbacks/sample_text.hpp"
 #include "torchtrain/callbacks/tensorboard.hpp"
 #include "torchtrain/checkpoint.hpp"
 #include "torchtrain/data/collators.hpp"

@@ -97,7 +97,7 @@ class Trainer : public TrainerBase {
                            const std::string& metric_key_prefix = "test") {
     auto loop = evaluation_loop(dataset, ignore_keys, metric_key_prefix, /*keep_predictions=*/true);
     report_prediction(loop.metrics);
-    return {loop.predictions, loop.labels, std::move(loop.metrics)};
+    return {loop.predictions, loop.labels, std::move(loop.metrics), std::move(loop.outputs)};
   }
 
   /// Computes the loss of one batch, as Hugging Face's compute_loss; `batch` is already on the device. In
@@ -132,6 +132,7 @@ class Trainer : public TrainerBase {
     if (out.loss.defined()) step.loss = out.loss.detach();
     if (prediction_loss_only) return step;
     if (out.predictions.defined()) step.logits = out.predictions.detach();
+    for (auto& [key, value] : out.other_outputs) step.outputs.emplace(key, value.detach());
     step.labels = detail::labels_of(batch);
     return step;
   }
@@ -140,6 +141,7 @@ class Trainer : public TrainerBase {
   struct EvalLoopOutput {
     torch::Tensor predictions, labels;
     Metrics metrics;
+    ModelOutput outputs;
   };
 
   static std::map<std::string, EvalDataset> unnamed(std::optional<EvalDataset> dataset) {
@@ -238,6 +240,7 @@ class Trainer : public TrainerBase {
     // As HF's evaluate: without compute_metrics, only the loss.
     const bool prediction_loss_only = !keep_predictions && !compute_metrics;
     detail::EvalAccumulator predictions("predictions"), labels("labels"), inputs("inputs"), losses("losses");
+    std::map<std::string, detail::EvalAccumulator> outputs;  // the model's other named outputs
     const bool keep_inputs = includes_for_metrics("inputs"), keep_losses = includes_for_metrics("loss");
     const auto flush_every = args.eval_accumulation_steps.value_or(0);
     torch::Tensor loss_sum;
@@ -257,20 +260,25 @@ class Trainer : public TrainerBase {
         predictions.add(step.logits);
         labels.add(step.labels);
         if (keep_inputs) inputs.add(batch.data);
+        for (const auto& [key, value] : step.outputs) outputs.try_emplace(key, key).first->second.add(value);
       }
       handler_.on_prediction_step(args, state, control, context_);
-      if (flush_every > 0 && (static_cast<std::int64_t>(b) + 1) % flush_every == 0)
+      if (flush_every > 0 && (static_cast<std::int64_t>(b) + 1) % flush_every == 0) {
         for (auto* kept : {&predictions, &labels, &inputs, &losses}) kept->to_cpu();
+        for (auto& [key, kept] : outputs) kept.to_cpu();
+      }
     }
     if (was_training) model->train();
 
     EvalLoopOutput result;
     const std::size_t num_samples = loader.num_examples();
-    EvalPrediction all{predictions.result(), labels.result(), inputs.result(), losses.result()};
+    EvalPrediction all{predictions.result(), labels.result(), inputs.result(), losses.result(), {}};
+    for (auto& [key, kept] : outputs) all.outputs.emplace(key, kept.result());
     if (!prediction_loss_only) {  // distributed, every rank gets the whole set's outputs and computes the same metrics
       all.predictions = gathered_over_ranks(all.predictions, num_samples, "predictions");
       all.label_ids = gathered_over_ranks(all.label_ids, num_samples, "labels");
       if (keep_inputs) all.inputs = gathered_over_ranks(all.inputs, num_samples, "inputs");
+      for (auto& [key, value] : all.outputs) value = gathered_over_ranks(value, num_samples, key.c_str());
     }
     if (keep_losses) all.losses = gathered_over_ranks(all.losses, num_samples, "losses");
     loss_sum = summed_over_ranks(loss_sum);
@@ -278,6 +286,7 @@ class Trainer : public TrainerBase {
     if (compute_metrics && all.predictions.defined() && all.label_ids.defined()) computed = compute_metrics(all);
     result.predictions = all.predictions;
     result.labels = all.label_ids;
+    result.outputs = std::move(all.outputs);
     result.metrics = evaluation_metrics(prefix, loss_sum, computed, num_samples, num_batches, started);
     return result;
   }

@@ -15,7 +15,8 @@ namespace torchtrain {
 
 /// A model's forward may return this instead of a plain tensor: named outputs, including "loss" when the
 /// model computes its own loss. The tensor used as predictions is "logits" when present, else the first
-/// remaining output.
+/// remaining output; evaluation keeps the others as well (EvalPrediction::outputs), as Hugging Face keeps the
+/// tuple of all of them.
 using ModelOutput = std::map<std::string, torch::Tensor>;
 
 /// What compute_metrics receives: the predictions and labels of a whole evaluation set, on the CPU. Batches of
@@ -26,6 +27,9 @@ struct EvalPrediction {
   torch::Tensor label_ids;    // undefined when the data has no labels
   torch::Tensor inputs;       // each batch's data, with include_for_metrics "inputs"; otherwise undefined
   torch::Tensor losses;       // each example's batch loss, with include_for_metrics "loss"; otherwise undefined
+  /// The model's other named outputs (neither "loss", the predictions' one, nor in ignore_keys), each joined
+  /// over the set as the predictions are; empty for a model that returns one tensor.
+  ModelOutput outputs;
 };
 
 /// What one evaluation step yields (Trainer::prediction_step): the batch's mean loss, its logits and labels;
@@ -34,6 +38,7 @@ struct PredictionStepOutput {
   torch::Tensor loss;
   torch::Tensor logits;
   torch::Tensor labels;
+  ModelOutput outputs;  // the model's other named outputs, as in EvalPrediction::outputs
 };
 
 /// What train() returns.
@@ -50,6 +55,7 @@ struct PredictionOutput {
   torch::Tensor predictions;  // of the whole data set, on the CPU
   torch::Tensor label_ids;    // undefined when the data has no labels
   Metrics metrics;            // test_loss (with labels), compute_metrics' values, test_runtime, ...
+  ModelOutput outputs;        // the model's other named outputs, as in EvalPrediction::outputs
 };
 
 }  // namespace torchtrain

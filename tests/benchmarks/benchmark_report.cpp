@@ -53,8 +53,8 @@ int main(int argc, char** argv) {
   }
   const fs::path dir = argv[1];
   json all;
-  for (const char* part : {"machine", "loop_overhead", "callgrind", "dispatch", "state_scale", "compile_cost",
-                           "python", "checkpoint_io"})
+  for (const char* part : {"machine", "loop_overhead", "real_models", "callgrind", "dispatch", "state_scale",
+                           "compile_cost", "python", "checkpoint_io"})
     if (auto value = read(dir, part); !value.is_null() && !value.is_discarded()) all[part] = std::move(value);
 
   std::ostringstream out;
@@ -64,6 +64,15 @@ int main(int argc, char** argv) {
     const double ratio = all["loop_overhead"].at(0).at("ratio");
     out << "| Trainer / hand-written steps/s, tiny MLP, log every 500 | " << fixed(ratio, 3) << " | ≥ 0.97 | "
         << verdict(ratio >= 0.97) << " |\n";
+  }
+  if (all.contains("real_models")) {
+    for (const auto& r : all["real_models"]) {
+      const int workers = r.at("dataloader_num_workers");
+      const double ratio = r.at("ratio"), goal = workers == 0 ? 0.98 : 1.0;
+      out << "| Trainer / hand-written samples/s, " << r.at("model").get<std::string>()
+          << (workers == 0 ? "" : ", " + std::to_string(workers) + " DataLoader workers") << " | " << fixed(ratio, 3)
+          << " | ≥ " << fixed(goal, 2) << " | " << verdict(ratio >= goal) << " |\n";
+    }
   }
   if (all.contains("callgrind")) {
     const double ratio = all["callgrind"].at("ratio");
@@ -98,6 +107,15 @@ int main(int argc, char** argv) {
   if (all.contains("loop_overhead")) {
     out << "\nLoop overhead (median of repeats, one intra-op thread, thread CPU time):\n\n";
     loop_table(all["loop_overhead"], out);
+  }
+  if (all.contains("real_models")) {
+    out << "\nReal models on real data (median of repeats, one intra-op thread, wall clock):\n\n"
+           "| model | DataLoader workers | hand-written samples/s | Trainer samples/s | ratio |\n"
+           "|---|---:|---:|---:|---:|\n";
+    for (const auto& r : all["real_models"])
+      out << "| " << r.at("model").get<std::string>() << " | " << r.at("dataloader_num_workers") << " | "
+          << fixed(r.at("hand_written_samples_per_second"), 1) << " | " << fixed(r.at("trainer_samples_per_second"), 1)
+          << " | " << fixed(r.at("ratio"), 3) << " |\n";
   }
   if (all.contains("python") && all.contains("loop_overhead")) {
     const double python = all["python"].at("steps_per_second"),

@@ -21,6 +21,7 @@ mkdir -p "$out"
 rm -f "$out"/*.json
 
 cmake --build "$build" --target loop_overhead dispatch state_scale checkpoint_io benchmark_report
+real_models=$(cmake --build "$build" --target real_models >/dev/null 2>&1 && echo yes || echo no)  # needs zlib
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 torch_version=$(awk '/define TORCH_VERSION_(MAJOR|MINOR|PATCH)/ {v = v (v == "" ? "" : ".") $3} END {print v}' \
@@ -31,6 +32,13 @@ printf '{"description": "%s cores (%s), %s GiB, %s, LibTorch %s, load average %s
 
 echo "== loop overhead"
 "$bin/loop_overhead" --json "$out/loop_overhead.json"
+
+echo "== real models on real data"
+if [ "$real_models" = yes ]; then
+  "$bin/real_models" --json "$out/real_models.json"
+else
+  echo "skipped: real_models is not built (apt-get install zlib1g-dev)"
+fi
 
 echo "== callgrind instruction counts"
 if command -v valgrind >/dev/null; then

@@ -114,6 +114,7 @@ std::int64_t input_tokens(const Batch& batch, const std::string& mode) {
 struct ForwardResult {
   torch::Tensor loss;         // undefined when neither the model nor a criterion provides one
   torch::Tensor predictions;  // logits, or the first non-loss output
+  ModelOutput other_outputs;  // the model's named outputs besides the loss, the predictions and ignore_keys
   /// The loss is this micro-batch's share of its accumulation window's loss: the sum over its label tokens
   /// divided by the window's num_items_in_batch, so the window's losses add up to the window's mean (Hugging
   /// Face's token-count normalisation). When false, the loop divides the loss by the window's length instead.
@@ -179,14 +180,14 @@ ForwardResult read_output(Output&& output, const torch::Tensor& labels, const Lo
     auto usable = [&](const std::string& key) {
       return key != "loss" && std::find(ignore_keys.begin(), ignore_keys.end(), key) == ignore_keys.end();
     };
-    if (auto it = output.find("logits"); it != output.end() && usable("logits")) {
-      result.predictions = it->second;
-    } else {
-      for (const auto& [key, value] : output)
-        if (usable(key)) {
-          result.predictions = value;
-          break;
-        }
+    std::string predictions_key = output.count("logits") && usable("logits") ? "logits" : "";
+    for (const auto& [key, value] : output) {
+      if (!usable(key)) continue;
+      if (predictions_key.empty()) predictions_key = key;
+      if (key == predictions_key)
+        result.predictions = value;
+      else
+        result.other_outputs.emplace(key, value);
     }
   }
   if (result.loss.defined() || !labels.defined() || !result.predictions.defined()) return result;
