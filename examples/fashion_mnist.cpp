@@ -54,11 +54,7 @@ int run(int argc, char** argv) {
   tt::Trainer trainer(examples::Cnn(), args, train, test);
   trainer.compute_metrics = tt::metrics::accuracy;
   const auto result = trainer.train(tt::ResumeFrom::parse(resume_from_checkpoint));
-  if (result.preempted_by) {
-    std::cerr << "fashion_mnist: stopped by signal " << result.preempted_by << " after saving checkpoint-"
-              << result.global_step << "; continue with --resume_from_checkpoint true\n";
-    return 128 + result.preempted_by;
-  }
+  if (result.preempted_by) return 128 + result.preempted_by;  // the Trainer said which checkpoint it saved
   trainer.save_model();
   trainer.save_metrics("train", result.metrics);
   trainer.save_state();

@@ -1,4 +1,5 @@
-// The README's quickstart: train a small classifier on synthetic data, evaluate it, stop early.
+// The README's quickstart (which quotes its main() and its model): train a small classifier on synthetic data,
+// stop early when the evaluation loss stops improving, keep the best model.
 #include <torchtrain/torchtrain.hpp>
 
 namespace tt = torchtrain;
@@ -26,10 +27,20 @@ struct NetImpl : torch::nn::Module {
 TORCH_MODULE(Net);
 
 int main(int argc, char** argv) {
-  auto args = tt::TrainingArguments::parse(argc, argv);  // --learning_rate 3e-3 --eval_strategy epoch ...
-  tt::Trainer trainer(Net(), args, Blobs(512, 0), Blobs(128, 1));
+  tt::TrainingArguments defaults;  // the program's; flags such as --learning_rate 1e-2 override them
+  defaults.learning_rate = 3e-3;
+  defaults.num_train_epochs = 20;
+  defaults.eval_strategy = tt::IntervalStrategy::epoch;
+  defaults.save_strategy = tt::SaveStrategy::epoch;
+  defaults.metric_for_best_model = "loss";
+  defaults.load_best_model_at_end = true;
+  const auto parsed = tt::ArgumentParser("Train a small classifier.", defaults).parse(argc, argv);
+  if (parsed.help_requested) return 0;
+
+  tt::Trainer trainer(Net(), parsed.args, Blobs(512, 0), Blobs(128, 1));  // any map-style torch::data dataset
   trainer.compute_metrics = tt::metrics::accuracy;
-  auto result = trainer.train();
-  auto metrics = trainer.evaluate();
+  trainer.add_callback<tt::EarlyStoppingCallback>(/*patience=*/3);
+  const auto result = trainer.train();  // or train(true): resume from the newest checkpoint
+  auto metrics = trainer.evaluate();    // {"eval_loss", "eval_accuracy", ...}
   std::cout << "train_loss " << result.training_loss << ", eval_accuracy " << metrics["eval_accuracy"] << "\n";
 }

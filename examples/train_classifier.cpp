@@ -92,11 +92,7 @@ int run(int argc, char** argv) {
   if (!o.trace_events.empty()) trainer.add_callback<tt::EventTraceCallback>(o.trace_events);
 
   auto result = trainer.train(tt::ResumeFrom::parse(o.resume_from_checkpoint));
-  if (result.preempted_by) {
-    std::cerr << "train_classifier: stopped by signal " << result.preempted_by << " after saving checkpoint-"
-              << result.global_step << "; continue with --resume_from_checkpoint true\n";
-    return 128 + result.preempted_by;
-  }
+  if (result.preempted_by) return 128 + result.preempted_by;  // the Trainer said which checkpoint it saved
   trainer.save_model();
   trainer.save_metrics("train", result.metrics);
   trainer.save_state();

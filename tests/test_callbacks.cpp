@@ -17,6 +17,7 @@
 #include <unistd.h>  // getpid, used by support.hpp
 
 #include "support.hpp"
+#include "terminal.hpp"
 #include "torchtrain/callback_handler.hpp"
 #include "torchtrain/callbacks/default_flow.hpp"
 #include "torchtrain/callbacks/early_stopping.hpp"
@@ -1172,14 +1173,48 @@ TEST_CASE("ProgressCallback: non-interactive output is only the log lines", "[ca
 TEST_CASE("ProgressCallback: interactive bars", "[callbacks][progress]") {
   ProgressRun run(true);
 
-  SECTION("the training bar shows count, percentage, elapsed time, ETA and rate") {
+  SECTION("the training bar shows count, percentage, elapsed time, ETA and rate, one column short of the width") {
+    for (const int columns : {60, 80, 120}) {
+      run.cb.columns = columns;
+      run.train_begin();
+      CHECK_THAT(last_redraw(run.out.str()), Catch::Contains("0/10") && Catch::Contains("  0%|"));
+      for (int step = 1; step <= 3; ++step) run.step_end(step);
+      const std::string bar = last_redraw(run.out.str());
+      CAPTURE(columns, bar);
+      CHECK(static_cast<int>(bar.size()) == columns - 1);
+      const auto room = bar.find('|', 5) - 5;  // between " 30%|" and "| 3/10"
+      CHECK_THAT(bar, Catch::StartsWith(" 30%|" + std::string(static_cast<std::size_t>(0.3 * room), '#') + " "));
+      CHECK(std::regex_search(bar, std::regex(R"(\| 3/10 \[\d\d:\d\d<\d\d:\d\d, [0-9]+\.[0-9]{2}it/s\]$)")));
+    }
+  }
+  SECTION("in a narrow terminal the bar shrinks, then the line is cut: it never wraps") {
+    run.cb.columns = 20;
     run.train_begin();
-    CHECK_THAT(last_redraw(run.out.str()), Catch::Contains("0/10") && Catch::Contains("  0%|"));
-    for (int step = 1; step <= 3; ++step) run.step_end(step);
-    const std::string bar = last_redraw(run.out.str());
-    CAPTURE(bar);
-    CHECK_THAT(bar, Catch::StartsWith(" 30%|" + std::string(9, '#') + std::string(21, ' ') + "|"));
-    CHECK(std::regex_search(bar, std::regex(R"(\| 3/10 \[\d\d:\d\d<\d\d:\d\d, [0-9]+\.[0-9]{2}it/s\]$)")));
+    run.step_end(3);
+    CHECK(last_redraw(run.out.str()).size() == 19);
+  }
+  SECTION("during an evaluation both bars show; write() and logs print above both") {
+    run.cb.columns = 80;
+    run.train_begin();
+    run.step_end(2);
+    run.prediction_step();
+    tt::ProgressCallback::write("a line from a callback", run.out);
+    run.log({{"eval_loss", 0.5}});
+    tt_test::Screen during(80);
+    during.feed(run.out.str());
+    auto rows = during.rows();
+    REQUIRE(rows.size() == 4);
+    CHECK(rows[0] == "a line from a callback");
+    CHECK(rows[1] == "{'eval_loss': '0.5'}");
+    CHECK_THAT(rows[2], Catch::StartsWith(" 20%|") && Catch::Contains("| 2/10 ["));
+    CHECK_THAT(rows[3], Catch::StartsWith("Evaluating:  25%|") && Catch::Contains("| 1/4 ["));
+    run.evaluate();  // the evaluation bar's line is given back
+    tt_test::Screen after(80);
+    after.feed(run.out.str());
+    rows = after.rows();
+    REQUIRE(rows.size() == 3);
+    CHECK_THAT(rows[2], Catch::StartsWith(" 20%|"));
+    CHECK(during.wrapped.empty());
   }
   SECTION("a log line clears the bar line, prints, and redraws the bar") {
     run.train_begin();

@@ -255,11 +255,18 @@ TEST_CASE("SIGTERM saves a checkpoint at the next step and exits with 143, and t
   CHECK(save["event"] == "on_save");
   const auto checkpoints = torchtrain::checkpoint::sorted_checkpoints(preempted.path());
   REQUIRE(checkpoints.size() == 1);
-  CHECK(checkpoints[0].filename() == "checkpoint-" + std::to_string(save["global_step"].get<std::int64_t>()));
+  const std::string saved = "checkpoint-" + std::to_string(save["global_step"].get<std::int64_t>());
+  CHECK(checkpoints[0].filename() == saved);
   CHECK(save["global_step"].get<std::int64_t>() > 0);
   CHECK(!fs::exists(preempted / "model.pt"));
+  // The log's last line says what was saved and how to continue.
+  const auto log = tt_test::read_file(preempted / "log.txt");
+  CHECK(log.find("torchtrain: SIGTERM: saved " + saved + " in " + preempted.str() +
+                 "; resume with resume_from_checkpoint = true (--resume_from_checkpoint true)\n") != std::string::npos);
 
   run_to_end(kPreempted, preempted.path(), true);
+  CHECK(tt_test::read_file(preempted / "log.txt").find("torchtrain: Resuming from " + saved + " (global step " +
+                                                       save["global_step"].dump() + ", epoch ") != std::string::npos);
   require_same_result(kPreempted, reference.path(), preempted.path(), /*callback_states=*/false);
 }
 

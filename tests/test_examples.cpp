@@ -1,6 +1,7 @@
 // train_classifier as its users meet it: a real process, real files, real bad input.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "processes.hpp"
 #include "support.hpp"
+#include "terminal.hpp"
 
 namespace {
 
@@ -110,6 +112,83 @@ TEST_CASE("train_classifier --help lists the TrainingArguments and the program's
   CHECK(r.status == 0);
   for (const char* flag : {"--learning_rate", "--eval_strategy", "--train_file", "--hidden_size", "--trace_events"})
     CHECK(r.output.find(flag) != std::string::npos);
+}
+
+TEST_CASE("in a terminal of 60, 80 and 120 columns no bar wraps, both bars show while evaluating, the last is full") {
+  for (const int columns : {60, 80, 120}) {
+    tt_test::TempDir dir("tty");
+    // 1200 evaluation batches: the longest counts; 8 steps per epoch, 16 in all.
+    const auto [status, output] = tt_test::run_in_terminal(
+        {TORCHTRAIN_TRAIN_CLASSIFIER, "--output_dir", dir.str(), "--num_train_samples", "256", "--num_eval_samples",
+         "1200", "--per_device_eval_batch_size", "1", "--num_train_epochs", "2", "--eval_strategy", "epoch",
+         "--save_strategy", "no", "--logging_steps", "5", "--report_to", "none", "--warmup_ratio", "0.1"},
+        columns);
+    tt_test::Screen screen(columns);
+    screen.feed(output);
+    std::string shown;
+    for (const auto& row : screen.rows()) shown += row + "\n";
+    INFO(columns << " columns; the screen:\n" << shown);
+    REQUIRE(status == 0);
+    for (const auto& line : screen.wrapped) CHECK(line.find("%|") == std::string::npos);  // only log lines wrap
+    REQUIRE(screen.training_above_eval.size() >= 2);
+    for (const auto& above : screen.training_above_eval) CHECK_THAT(above, Catch::Contains("%|") && Catch::Contains("/16 ["));
+    const auto rows = screen.rows();
+    const auto final_bar = std::find_if(rows.begin(), rows.end(), [](const std::string& row) {
+      return row.rfind("100%|", 0) == 0 && row.find("| 16/16 [") != std::string::npos;
+    });
+    REQUIRE(final_bar != rows.end());
+    // The evaluations during training gave their lines back; the one after train() keeps its bar.
+    CHECK(std::none_of(rows.begin(), final_bar, [](const std::string& row) { return row.rfind("Evaluating:", 0) == 0; }));
+    CHECK(std::count_if(rows.begin(), rows.end(), [](const std::string& row) {
+            return row.rfind("torchtrain: warning: warmup_ratio is deprecated", 0) == 0;
+          }) == 1);
+  }
+}
+
+#ifdef TORCHTRAIN_QUICKSTART
+TEST_CASE("the README's quickstart is examples/quickstart.cpp, and it stops early with the best model") {
+  const std::string source = TORCHTRAIN_SOURCE_DIR;
+  const auto readme = tt_test::read_file(source + "/README.md");
+  const auto program = tt_test::read_file(source + "/examples/quickstart.cpp");
+  const auto start = readme.find("## Quickstart\n\n```cpp\n");
+  REQUIRE(start != std::string::npos);
+  const auto code_start = readme.find('\n', readme.find("```cpp", start)) + 1;
+  const auto code = readme.substr(code_start, readme.find("```\n", code_start) - code_start);
+  // Each block of the README's code (between blank lines) is in the program as it is.
+  std::size_t from = 0;
+  for (std::size_t blank; from < code.size(); from = blank + 2) {
+    blank = code.find("\n\n", from);
+    if (blank == std::string::npos) blank = code.size();
+    const auto block = code.substr(from, blank - from);
+    INFO(block);
+    if (block.rfind("#include <torchtrain/torchtrain.hpp>", 0) == 0) continue;  // the program has more includes
+    CHECK(program.find(block) != std::string::npos);
+  }
+
+  tt_test::TempDir dir("quickstart");
+  const auto r = tt_test::run_command(std::string(TORCHTRAIN_QUICKSTART) + " --output_dir " + dir.str() +
+                                      " --disable_tqdm --report_to none");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK(r.output.find("warning") == std::string::npos);
+  const auto accuracy = r.output.rfind("eval_accuracy ");
+  REQUIRE(accuracy != std::string::npos);
+  CHECK(std::stod(r.output.substr(accuracy + 14)) > 0.9);
+  CHECK(std::filesystem::exists(dir / "checkpoint-64"));           // the first epoch's
+}
+#endif
+
+TEST_CASE("train_classifier prints the library's warnings as one clean line on standard error") {
+  tt_test::TempDir dir("tcwarn");
+  const auto r = run_classifier("--output_dir " + dir.str() + " --max_steps 2 --warmup_ratio 0.1 --save_strategy no"
+                                " --eval_strategy no --disable_tqdm --report_to none");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  const auto at = r.output.find("torchtrain: warning: warmup_ratio is deprecated, as in Hugging Face v5");
+  REQUIRE(at != std::string::npos);
+  CHECK((at == 0 || r.output[at - 1] == '\n'));  // a line of its own
+  CHECK(r.output.find("InitGoogleLogging") == std::string::npos);  // none of glog's decoration
+  CHECK(r.output.find("(function ") == std::string::npos);
 }
 
 #ifdef TORCHTRAIN_FASHION_MNIST

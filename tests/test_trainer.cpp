@@ -1031,18 +1031,16 @@ TEST_CASE("plan_run: epochs, updates and steps from the arguments and the loader
   args.gradient_accumulation_steps = 3;
   args.num_train_epochs = 2.5;
   // 10 batches per epoch in windows of 3: 4 updates, the last window a single batch.
-  auto plan = tt::plan_run(args, 10, 40, 1);
+  auto plan = tt::plan_run(args, 10, 40);
   CHECK(plan.batches_per_epoch == 10);
   CHECK(plan.updates_per_epoch == 4);
   CHECK(plan.max_steps == 10);  // ceil(2.5 * 4)
   CHECK(plan.num_train_epochs == 3);
-  CHECK(plan.num_train_samples == 100.0);  // 40 examples * 2.5 epochs
 
   args.max_steps = 9;  // max_steps wins: 3 epochs of 4 updates cover it
-  plan = tt::plan_run(args, 10, 40, 2);
+  plan = tt::plan_run(args, 10, 40);
   CHECK(plan.max_steps == 9);
   CHECK(plan.num_train_epochs == 3);
-  CHECK(plan.num_train_samples == 9.0 * 4 * 3 * 2);  // steps * batch * accumulation * processes
 
   // Step 6 lies in the second epoch, after its 2 updates, so 6 of its batches are skipped.
   const auto point = plan.resume_point(6, /*ignore_data_skip=*/false, args.gradient_accumulation_steps);
@@ -1051,9 +1049,9 @@ TEST_CASE("plan_run: epochs, updates and steps from the arguments and the loader
   CHECK(plan.resume_point(6, /*ignore_data_skip=*/true, 3).batches_to_skip == 0);
 
   args.gradient_accumulation_steps = 20;  // more than an epoch: one update per epoch
-  CHECK(tt::plan_run(args, 10, 40, 1).updates_per_epoch == 1);
+  CHECK(tt::plan_run(args, 10, 40).updates_per_epoch == 1);
   args.dataloader_drop_last = true;
-  CHECK_THROWS_WITH(tt::plan_run(args, 0, 3, 1),
+  CHECK_THROWS_WITH(tt::plan_run(args, 0, 3),
                     Catch::Contains("yields no batch (3 examples, per_device_train_batch_size 4, dataloader_drop_last)"));
 }
 
@@ -1087,4 +1085,94 @@ TEST_CASE("LoopState: loop_state.json round trip, older files and malformed valu
                     Catch::Contains("'last_logged_step' must be an integer, got 1.5"));
   CHECK_THROWS_WITH(tt::LoopState::from_json({{"interval_loss", 0.0}, {"total_loss", 0.0}, {"epoch_end_pending", 1}}),
                     Catch::Contains("'epoch_end_pending' must be true or false"));
+}
+
+TEST_CASE("train_samples_per_second and train_steps_per_second count what the run processed, not what it planned") {
+  TempDir dir("rates");
+  auto args = quiet_args(dir.str());
+  args.per_device_train_batch_size = 4;
+  args.gradient_accumulation_steps = 2;
+  args.max_steps = 10;  // planned: 10 updates of 8 examples
+  args.save_strategy = tt::SaveStrategy::steps;
+  args.save_steps = 3;
+  // 22 examples: micro-batches of 4, 4, 4, 4, 4 and 2, so updates of 8, 8 and 6 examples per epoch.
+  struct StopAtStep4 : tt::TrainerCallback {
+    void on_step_end(const Args&, const State& state, Control& control, const Context&) override {
+      if (state.global_step == 4) control.should_training_stop = true;
+    }
+  };
+  auto processed = [](const tt::Metrics& m) {
+    const double runtime = m.at("train_runtime").get<double>();
+    return std::pair{m.at("train_samples_per_second").get<double>() / m.at("train_steps_per_second").get<double>(),
+                     m.at("train_steps_per_second").get<double>() * runtime};
+  };
+  tt::Trainer stopped(Mlp(), args, Blobs(22, 4));
+  stopped.add_callback<StopAtStep4>();
+  const auto [samples_per_step, steps] = processed(stopped.train().metrics);
+  CHECK(samples_per_step == Approx(30.0 / 4).epsilon(1e-3));  // 22 + 8 examples in 4 updates
+  CHECK(steps == Approx(4).epsilon(0.05));
+
+  // Resumed from checkpoint-3: updates 4 to 10 are 22 + 22 + 8 examples.
+  tt::Trainer resumed(Mlp(), args, Blobs(22, 4));
+  const auto [resumed_samples_per_step, resumed_steps] =
+      processed(resumed.train(tt::ResumeFrom((dir / "checkpoint-3").string())).metrics);
+  CHECK(resumed_samples_per_step == Approx(52.0 / 7).epsilon(1e-3));
+  CHECK(resumed_steps == Approx(7).epsilon(0.05));
+}
+
+TEST_CASE("train() refuses an output_dir it cannot write in before anything runs, naming it") {
+  TempDir dir("outdir");
+  tt_test::write_file(dir / "a-file", "not a folder");
+  auto args = quiet_args((dir / "a-file").string());
+  tt::Trainer trainer(Mlp(), args, Blobs(8, 4));
+  auto recorder = trainer.add_callback<Recorder>();
+  CHECK_THROWS_WITH(trainer.train(), Catch::Contains("output_dir '" + (dir / "a-file").string() + "': '" +
+                                                     (dir / "a-file").string() + "' is a file, not a folder"));
+  trainer.args.output_dir = (dir / "a-file" / "run").string();  // a folder to create below a file
+  CHECK_THROWS_WITH(trainer.train(), Catch::Contains("'" + (dir / "a-file").string() + "' is a file"));
+  CHECK(recorder->events.empty());
+  trainer.args.output_dir = (dir / "new" / "run").string();  // created when the run first writes
+  CHECK_NOTHROW(trainer.train());
+}
+
+TEST_CASE("a resume from a folder that does not exist says so") {
+  TempDir dir("noresume");
+  tt::Trainer trainer(Mlp(), quiet_args(dir.str()), Blobs(8, 4));
+  const auto missing = (dir / "checkpoint-7").string();
+  CHECK_THROWS_WITH(trainer.train(tt::ResumeFrom(missing)),
+                    Catch::Contains("'" + missing + "' does not exist; pass a checkpoint folder"));
+  tt_test::write_file(dir / "a-file", "");
+  CHECK_THROWS_WITH(trainer.train(tt::ResumeFrom((dir / "a-file").string())),
+                    Catch::Contains("is a file, not a checkpoint folder"));
+}
+
+TEST_CASE("the library's messages go to set_message_handler, warnings to a c10 handler the program installed") {
+  TempDir dir("messages");
+  auto args = quiet_args(dir.str());
+  args.max_steps = 4;
+  args.save_strategy = tt::SaveStrategy::steps;
+  args.save_steps = 2;
+  tt::Trainer(Mlp(), args, Blobs(16, 4)).train();
+
+  std::vector<std::pair<tt::MessageLevel, std::string>> messages;
+  const auto previous = tt::set_message_handler(
+      [&](tt::MessageLevel level, const std::string& text) { messages.emplace_back(level, text); });
+  CHECK_FALSE(previous);  // the default
+  tt::Trainer resumed(Mlp(), args, Blobs(16, 4));
+  resumed.add_callback<tt::PrinterCallback>();  // a second one (disable_tqdm added the first): a warning
+  resumed.train(tt::ResumeFrom((dir / "checkpoint-2").string()));
+  for (const auto& [level, text] : messages) UNSCOPED_INFO(text);
+  REQUIRE(messages.size() == 2);
+  CHECK(messages[0].first == tt::MessageLevel::warning);
+  CHECK(messages[0].second.rfind("You are adding a PrinterCallback", 0) == 0);
+  CHECK(messages[1].first == tt::MessageLevel::info);
+  CHECK(messages[1].second == "Resuming from checkpoint-2 (global step 2, epoch 1.0)");
+
+  // With the default restored, a warning reaches the c10::WarningHandler the program installed.
+  tt::set_message_handler(nullptr);
+  tt_test::WarningCapture capture;
+  tt::Trainer again(Mlp(), args, Blobs(16, 4));
+  again.add_callback<tt::PrinterCallback>();
+  CHECK(capture.contains("You are adding a PrinterCallback"));
+  CHECK(messages.size() == 2);
 }

@@ -24,7 +24,6 @@ struct RunPlan {
   std::int64_t updates_per_epoch = 0;  // optimizer steps per epoch, at least 1
   std::int64_t max_steps = 0;
   std::int64_t num_train_epochs = 0;
-  double num_train_samples = 0;  // what train_samples_per_second divides, as HF counts it
 
   /// The position of `global_step` in this run's epochs (HF's epochs_trained and steps_trained_in_current_epoch);
   /// with ignore_data_skip the epoch starts from its first batch.
@@ -36,10 +35,9 @@ struct RunPlan {
   }
 };
 
-/// The plan of a run over a loader of `num_batches` micro-batches per process (`num_examples` in the whole
-/// data set) with `world_size` processes. Throws ArgumentError when the loader yields no batch.
-RunPlan plan_run(const TrainingArguments& args, std::size_t num_batches, std::size_t num_examples,
-                        int world_size);
+/// The plan of a run over a loader of `num_batches` micro-batches per process, from `num_examples`. Throws
+/// ArgumentError when the loader yields no batch.
+RunPlan plan_run(const TrainingArguments& args, std::size_t num_batches, std::size_t num_examples);
 
 }  // namespace torchtrain
 

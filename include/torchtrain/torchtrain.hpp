@@ -25,6 +25,7 @@
 #include "torchtrain/hyperparameter_trial.hpp"
 #include "torchtrain/integrations.hpp"
 #include "torchtrain/loop_state.hpp"
+#include "torchtrain/messages.hpp"
 #include "torchtrain/lr_scheduler.hpp"
 #include "torchtrain/metrics.hpp"
 #include "torchtrain/model_init.hpp"

@@ -103,11 +103,11 @@ class Trainer : public TrainerBase {
   /// Computes the loss of one batch, as Hugging Face's compute_loss; `batch` is already on the device. In
   /// training, when the labels are class indices, `num_items_in_batch` is the number of labels other than -100
   /// in the whole accumulation window (over every process, with average_tokens_across_devices): the loss is
-  /// then this batch's sum over its labels divided by it, and ForwardResult::normalized_by_num_items says so.
+  /// then this batch's sum over its labels divided by it, and LossOutput::normalized_by_num_items says so.
   /// Otherwise (undefined; also for a window of one batch in one process, whose mean is the same) the loss is
   /// the batch's mean and the loop divides it by the window's length.
-  virtual detail::ForwardResult compute_loss(Model& m, const Batch& batch, const torch::Tensor& num_items_in_batch = {},
-                                             const std::vector<std::string>& ignore_keys = {}) {
+  virtual LossOutput compute_loss(Model& m, const Batch& batch, const torch::Tensor& num_items_in_batch = {},
+                                  const std::vector<std::string>& ignore_keys = {}) {
     detail::LossOptions options{&criterion, args.label_smoothing_factor, num_items_in_batch};
     return detail::read_output(detail::forward(m, batch), detail::labels_of(batch), options, ignore_keys);
   }
@@ -168,7 +168,7 @@ class Trainer : public TrainerBase {
     const auto micro_batch_size = static_cast<std::size_t>(args.per_device_train_batch_size);
     TrainLoader loader(*train_dataset_, data_collator, micro_batch_size, args.dataloader_drop_last,
                        static_cast<std::size_t>(args.dataloader_num_workers), static_cast<std::size_t>(world_size()));
-    const RunPlan plan = plan_run(args, loader.num_batches(), loader.num_examples(), world_size());
+    const RunPlan plan = plan_run(args, loader.num_batches(), loader.num_examples());
     const ResumePoint start =
         begin_training(plan, std::move(resume), {loader.num_batches(), loader.num_examples(), micro_batch_size});
 
@@ -191,6 +191,8 @@ class Trainer : public TrainerBase {
           window_batches.clear();
           window_labels.clear();
           for (std::int64_t k = 0; k < window; ++k) {
+            const auto first_example = static_cast<std::size_t>(window_start + k) * micro_batch_size;
+            count_train_samples(static_cast<std::int64_t>(std::min(micro_batch_size, loader.num_examples() - first_example)));
             window_batches.push_back(detail::to_device(loader.next(), device_));
             window_labels.push_back(detail::labels_of(window_batches.back()));
             count_input_tokens(detail::input_tokens(window_batches.back(), args.include_num_input_tokens_seen));

@@ -163,6 +163,10 @@ class TrainerBase {
   /// Adds a micro-batch's input tokens (over every process) to state.num_input_tokens_seen; -1 counts nothing.
   void count_input_tokens(std::int64_t tokens);
 
+  /// Adds a micro-batch of `examples` on each process to the samples this train() processed, which
+  /// train_samples_per_second counts.
+  void count_train_samples(std::int64_t examples) { samples_this_run_ += examples * world_size(); }
+
   /// Whether args.include_for_metrics names `what` ("inputs" or "loss").
   bool includes_for_metrics(const std::string& what) const;
 
@@ -236,6 +240,9 @@ class TrainerBase {
 
   void check_eval_dataset() const;
 
+  // A folder the run cannot write in is an error now rather than at its first checkpoint, hours later.
+  void check_output_dir() const;
+
   // A trial key must be a TrainingArguments field, or be read by a model_init that takes the trial.
   void check_trial_key(const std::string& name, const nlohmann::json& fields, const std::string& where) const;
 
@@ -282,6 +289,8 @@ class TrainerBase {
   std::vector<torch::Tensor> parameters_;  // the model's, for clipping and averaging, during train()
   std::chrono::steady_clock::time_point started_;
   std::int64_t initial_num_input_tokens_seen_ = 0;  // state.num_input_tokens_seen when this run began
+  std::int64_t first_step_this_run_ = 0;            // state.global_step when this run began
+  std::int64_t samples_this_run_ = 0;               // over every process
   std::int64_t last_logged_step_ = 0;
   std::int64_t last_saved_step_ = -1;  // a preemption does not save this step twice
   torch::Tensor last_grad_norm_;       // of the latest optimizer step, for the next log

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// What models hand to the Trainer, and what the Trainer hands back: ModelOutput, EvalPrediction,
-// TrainOutput, PredictionOutput.
+// What models hand to the Trainer, and what the Trainer hands back: ModelOutput, LossOutput, EvalPrediction,
+// PredictionStepOutput, TrainOutput, PredictionOutput.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +30,17 @@ struct EvalPrediction {
   /// The model's other named outputs (neither "loss", the predictions' one, nor in ignore_keys), each joined
   /// over the set as the predictions are; empty for a model that returns one tensor.
   ModelOutput outputs;
+};
+
+/// What Trainer::compute_loss returns: a model's output reduced to what the loop needs.
+struct LossOutput {
+  torch::Tensor loss;         // undefined when neither the model nor a criterion provides one
+  torch::Tensor predictions;  // logits, or the first non-loss output
+  ModelOutput other_outputs;  // the model's named outputs besides the loss, the predictions and ignore_keys
+  /// The loss is this micro-batch's share of its accumulation window's loss: the sum over its label tokens
+  /// divided by the window's num_items_in_batch, so the window's losses add up to the window's mean (Hugging
+  /// Face's token-count normalisation). When false, the loop divides the loss by the window's length instead.
+  bool normalized_by_num_items = false;
 };
 
 /// What one evaluation step yields (Trainer::prediction_step): the batch's mean loss, its logits and labels;

@@ -133,8 +133,11 @@ inline std::optional<fs::path> get_last_checkpoint(const fs::path& dir) {
 /// valid one in `output_dir`. Throws CheckpointError saying why there is none.
 inline ValidCheckpoint resolve(bool latest, const std::optional<std::string>& path, const std::string& output_dir) {
   if (path) {
+    if (!fs::exists(*path))
+      throw CheckpointError("resume_from_checkpoint: '" + *path + "' does not exist; pass a checkpoint folder "
+                            "(output_dir/checkpoint-<step>), or true for the newest valid one in output_dir");
     if (!fs::is_directory(*path))
-      throw CheckpointError("resume_from_checkpoint: '" + *path + "' is not a checkpoint folder");
+      throw CheckpointError("resume_from_checkpoint: '" + *path + "' is a file, not a checkpoint folder");
     auto checked = validate(*path);
     if (!checked.checkpoint)
       throw CheckpointError("resume_from_checkpoint: cannot resume from '" + *path + "' because " + checked.reason);

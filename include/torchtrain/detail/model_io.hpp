@@ -44,15 +44,27 @@ struct forwards_data_and_mask<M, B,
                                                                                std::declval<const B&>().attention_mask))>>
     : std::true_type {};
 
+template <class M, class B, class = void>
+struct forwards_data : std::false_type {};
+template <class M, class B>
+struct forwards_data<M, B, std::void_t<decltype(std::declval<M&>()->forward(std::declval<const B&>().data))>>
+    : std::true_type {};
+
 /// Calls the model with what it accepts: the whole batch, (data, attention_mask), or data alone.
 template <class Model, class Batch>
 auto forward(Model& model, const Batch& batch) {
-  if constexpr (forwards_batch<Model, Batch>::value)
+  if constexpr (forwards_batch<Model, Batch>::value) {
     return model->forward(batch);
-  else if constexpr (forwards_data_and_mask<Model, Batch>::value)
+  } else if constexpr (forwards_data_and_mask<Model, Batch>::value) {
     return model->forward(batch.data, batch.attention_mask);
-  else
+  } else {
+    static_assert(forwards_data<Model, Batch>::value,
+                  "the model's forward accepts none of what the Trainer passes for this batch type (the collator's "
+                  "output): forward(const Batch&) with the whole batch (labels included), forward(data, "
+                  "attention_mask) for a batch with an attention_mask (PaddingCollator), or forward(data); "
+                  "see the Batch type in the instantiation below");
     return model->forward(batch.data);
+  }
 }
 
 /// The labels of a batch (its `target`), or an undefined tensor when it has none.
@@ -110,17 +122,6 @@ std::int64_t input_tokens(const Batch& batch, const std::string& mode) {
   return data.dim() >= 2 ? data.size(0) * data.size(1) : data.numel();
 }
 
-/// A model's output reduced to what the loop needs.
-struct ForwardResult {
-  torch::Tensor loss;         // undefined when neither the model nor a criterion provides one
-  torch::Tensor predictions;  // logits, or the first non-loss output
-  ModelOutput other_outputs;  // the model's named outputs besides the loss, the predictions and ignore_keys
-  /// The loss is this micro-batch's share of its accumulation window's loss: the sum over its label tokens
-  /// divided by the window's num_items_in_batch, so the window's losses add up to the window's mean (Hugging
-  /// Face's token-count normalisation). When false, the loop divides the loss by the window's length instead.
-  bool normalized_by_num_items = false;
-};
-
 /// The label index the built-in loss and the ready-made metrics ignore (PyTorch's and Hugging Face's -100).
 inline constexpr std::int64_t kIgnoreIndex = -100;
 
@@ -168,9 +169,9 @@ struct LossOptions {
 };
 
 template <class Output>
-ForwardResult read_output(Output&& output, const torch::Tensor& labels, const LossOptions& loss = {},
+LossOutput read_output(Output&& output, const torch::Tensor& labels, const LossOptions& loss = {},
                           const std::vector<std::string>& ignore_keys = {}) {
-  ForwardResult result;
+  LossOutput result;
   if constexpr (std::is_same_v<std::decay_t<Output>, torch::Tensor>) {
     result.predictions = output;
   } else {

@@ -15,12 +15,10 @@
 
 namespace torchtrain {
 
-TORCHTRAIN_INLINE RunPlan plan_run(const TrainingArguments& args, std::size_t num_batches, std::size_t num_examples,
-                                   int world_size) {
-  const auto micro_batch_size = args.per_device_train_batch_size;
+TORCHTRAIN_INLINE RunPlan plan_run(const TrainingArguments& args, std::size_t num_batches, std::size_t num_examples) {
   if (num_batches == 0)
     throw ArgumentError("train: the train dataset yields no batch (" + std::to_string(num_examples) +
-                        " examples, per_device_train_batch_size " + std::to_string(micro_batch_size) +
+                        " examples, per_device_train_batch_size " + std::to_string(args.per_device_train_batch_size) +
                         (args.dataloader_drop_last ? ", dataloader_drop_last" : "") + ")");
   const std::int64_t ga = args.gradient_accumulation_steps;
   RunPlan plan;
@@ -29,12 +27,10 @@ TORCHTRAIN_INLINE RunPlan plan_run(const TrainingArguments& args, std::size_t nu
   if (args.max_steps > 0) {
     plan.max_steps = args.max_steps;
     plan.num_train_epochs = plan.max_steps / plan.updates_per_epoch + (plan.max_steps % plan.updates_per_epoch > 0);
-    plan.num_train_samples = static_cast<double>(plan.max_steps * micro_batch_size * ga * world_size);
   } else {
     plan.max_steps =
         static_cast<std::int64_t>(std::ceil(args.num_train_epochs * static_cast<double>(plan.updates_per_epoch)));
     plan.num_train_epochs = static_cast<std::int64_t>(std::ceil(args.num_train_epochs));
-    plan.num_train_samples = static_cast<double>(num_examples) * args.num_train_epochs;
   }
   return plan;
 }

@@ -4,12 +4,17 @@
 #pragma once
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <numeric>
 #include <set>
+
+#include <unistd.h>
 
 #include "torchtrain/callbacks/default_flow.hpp"
 #include "torchtrain/callbacks/printer.hpp"
@@ -20,6 +25,7 @@
 #include "torchtrain/detail/edit_distance.hpp"
 #include "torchtrain/detail/json_cast.hpp"
 #include "torchtrain/detail/model_io.hpp"
+#include "torchtrain/detail/python_json.hpp"
 #include "torchtrain/detail/round.hpp"
 #include "torchtrain/detail/warn.hpp"
 #include "torchtrain/distributed.hpp"
@@ -156,6 +162,7 @@ TORCHTRAIN_INLINE void TrainerBase::start_run(const Trial& trial) {
   args.validate();
   args.warn_deprecated_fields();
   check_eval_dataset();
+  check_output_dir();
   if (state.is_world_process_zero) checkpoint::remove_stale_staging(args.output_dir);
   torch::manual_seed(args.seed);
   // A schedule the Trainer made is for one run; one the user assigned, even after a run, is kept.
@@ -202,6 +209,10 @@ TORCHTRAIN_INLINE ResumePoint TrainerBase::begin_training(const RunPlan& plan, R
     loop = LoopState::from_json(loaded.loop_state, defaults);
     start = plan.resume_point(state.global_step, args.ignore_data_skip, args.gradient_accumulation_steps);
     warn_if_world_size_changed(folder, loop.world_size, start);
+    if (rank() == 0)
+      detail::inform("Resuming from " + folder.filename().string() + " (global step " +
+                     std::to_string(state.global_step) + ", epoch " +
+                     detail::python_float_repr(detail::round_to(state.epoch.value_or(0.0), 2)) + ")");
   }
   state.max_steps = plan.max_steps;
   state.num_train_epochs = plan.num_train_epochs;
@@ -229,6 +240,8 @@ TORCHTRAIN_INLINE ResumePoint TrainerBase::begin_training(const RunPlan& plan, R
   warn_if_no_default_flow();
   started_ = std::chrono::steady_clock::now();
   initial_num_input_tokens_seen_ = state.num_input_tokens_seen;
+  first_step_this_run_ = state.global_step;
+  samples_this_run_ = 0;
   handler_.on_train_begin(args, state, control, context_);
   if (stopped_before) loop_decides(LoopDecision::stay_stopped);
   if (args.eval_on_start && !resume) evaluate_during_training(/*track_best=*/false);  // not again on resume
@@ -278,8 +291,10 @@ TORCHTRAIN_INLINE TrainOutput TrainerBase::end_training(const RunPlan& plan) {
                             std::max<double>(static_cast<double>(state.global_step), 0.001);
   LogEntry summary;
   summary["train_runtime"] = detail::round_to(runtime, 4);
-  summary["train_samples_per_second"] = detail::round_to(plan.num_train_samples / runtime, 3);
-  summary["train_steps_per_second"] = detail::round_to(static_cast<double>(plan.max_steps) / runtime, 3);
+  // What this run processed, not what the plan had: an early stop or a resume changes both.
+  summary["train_samples_per_second"] = detail::round_to(static_cast<double>(samples_this_run_) / runtime, 3);
+  summary["train_steps_per_second"] =
+      detail::round_to(static_cast<double>(state.global_step - first_step_this_run_) / runtime, 3);
   summary["total_flos"] = state.total_flos;
   summary["train_loss"] = train_loss;
   log(summary);
@@ -424,6 +439,22 @@ TORCHTRAIN_INLINE void TrainerBase::check_eval_dataset() const {
     throw ArgumentError("save_strategy best and load_best_model_at_end need metric_for_best_model; set it");
 }
 
+TORCHTRAIN_INLINE void TrainerBase::check_output_dir() const {
+  namespace fs = std::filesystem;
+  // The folder, or the nearest folder above it that exists, in which the run will create it.
+  fs::path existing = args.output_dir.empty() ? fs::path(".") : fs::path(args.output_dir);
+  std::error_code error;
+  while (!fs::exists(existing, error) && existing.has_relative_path()) existing = existing.parent_path();
+  if (existing.empty()) existing = ".";
+  const std::string where = "output_dir '" + args.output_dir + "': ";
+  if (!fs::is_directory(existing, error))
+    throw ArgumentError(where + "'" + existing.string() + "' is a file, not a folder; pass another output_dir, or "
+                        "move the file away");
+  if (::access(existing.c_str(), W_OK | X_OK) != 0)
+    throw ArgumentError(where + "cannot write in '" + existing.string() + "' (" + std::strerror(errno) +
+                        "); pass an output_dir in a folder you can write to");
+}
+
 TORCHTRAIN_INLINE void TrainerBase::check_trial_key(const std::string& name, const nlohmann::json& fields, const std::string& where) const {
   if (fields.contains(name) || model_init_takes_trial()) return;
   std::vector<std::string> names;
@@ -545,6 +576,13 @@ TORCHTRAIN_INLINE int TrainerBase::save_if_preempted(Boundary where) {
   if (save) save_checkpoint(where);  // before the stop flag, which the checkpoint must not carry
   loop_decides(LoopDecision::preempted);
   if (save) handler_.on_save(args, state, control, context_);
+  if (rank() == 0) {
+    const std::string name = signal == SIGTERM ? "SIGTERM"
+                             : signal == SIGINT ? "SIGINT"
+                                                : "signal " + std::to_string(signal);
+    detail::inform(name + ": saved checkpoint-" + std::to_string(state.global_step) + " in " + args.output_dir +
+                   "; resume with resume_from_checkpoint = true (--resume_from_checkpoint true)");
+  }
   return signal;
 }
 
