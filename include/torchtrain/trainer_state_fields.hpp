@@ -33,9 +33,9 @@ struct TrainerState {
   std::int64_t save_steps = 500;                 // save every this many steps (save_strategy steps)
   std::optional<std::int64_t> train_batch_size;  // the per-device training batch size; unset before train()
   std::int64_t num_train_epochs = 0;             // epochs the current train() covers, the last maybe partial
-  // Counters Hugging Face keeps; torchtrain counts neither, so they are 0 unless read from a file.
-  std::int64_t num_input_tokens_seen = 0;  // input tokens the training has consumed
-  double total_flos = 0.0;                 // floating-point operations of the training so far
+  // Counters Hugging Face keeps.
+  std::int64_t num_input_tokens_seen = 0;  // input tokens consumed, with include_num_input_tokens_seen; else 0
+  double total_flos = 0.0;                 // floating-point operations: not counted, 0 unless read from a file
   std::vector<LogEntry> log_history;       // every log() entry of the run so far, each with its "step"
   // The best model, when metric_for_best_model is set.
   std::optional<double> best_metric;                 // the best value of that metric so far
