@@ -3,6 +3,7 @@
 // synthetic states and event sequences as the training loop would drive them (REF §1.2, §2, §4-§7).
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -11,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -1186,6 +1188,24 @@ TEST_CASE("ProgressCallback: interactive bars", "[callbacks][progress]") {
       CHECK_THAT(bar, Catch::StartsWith(" 30%|" + std::string(static_cast<std::size_t>(0.3 * room), '#') + " "));
       CHECK(std::regex_search(bar, std::regex(R"(\| 3/10 \[\d\d:\d\d<\d\d:\d\d, [0-9]+\.[0-9]{2}it/s\]$)")));
     }
+  }
+  SECTION("the rate follows the recent steps and leaves out the time spent evaluating") {
+    run.cb.columns = 120;
+    run.train_begin();
+    for (int step = 1; step <= 4; ++step) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      run.step_end(step);
+    }
+    run.prediction_step();
+    std::this_thread::sleep_for(std::chrono::seconds(1));  // a long evaluation
+    run.evaluate();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    run.step_end(5);
+    const auto bar = last_redraw(run.out.str());
+    std::smatch rate;
+    REQUIRE(std::regex_search(bar, rate, std::regex(R"(, ([0-9.]+)it/s\]$)")));
+    CAPTURE(bar);
+    CHECK(std::stod(rate[1]) > 20);  // about 100 steps a second; 5 steps in over a second would be under 5
   }
   SECTION("in a narrow terminal the bar shrinks, then the line is cut: it never wraps") {
     run.cb.columns = 20;
