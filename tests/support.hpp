@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <c10/util/Exception.h>
@@ -29,6 +30,24 @@ class WarningCapture : public c10::WarningHandler {
 
  private:
   c10::Warning::WarningHandlerGuard guard_;
+};
+
+/// SIGTERM's default action while alive: Catch2's own handler would report a fatal error, and the Trainer's
+/// preemption guard chains to whatever handler it finds.
+class DefaultSigterm {
+ public:
+  DefaultSigterm() {
+    struct sigaction default_action {};
+    default_action.sa_handler = SIG_DFL;
+    sigemptyset(&default_action.sa_mask);
+    ::sigaction(SIGTERM, &default_action, &saved_);
+  }
+  ~DefaultSigterm() { ::sigaction(SIGTERM, &saved_, nullptr); }
+  DefaultSigterm(const DefaultSigterm&) = delete;
+  DefaultSigterm& operator=(const DefaultSigterm&) = delete;
+
+ private:
+  struct sigaction saved_ {};
 };
 
 /// A fresh, empty directory under the system temp dir, removed when the object dies.

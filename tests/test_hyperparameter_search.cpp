@@ -277,17 +277,7 @@ TEST_CASE("SIGTERM in a trial saves its checkpoint and stops the search with Pre
   auto reference = make_trainer(search_args(reference_dir.str()));
   const auto expected = reference->hyperparameter_search(kLearningRates, 4, tt::Direction::minimize, tt::Sampler::grid());
 
-  // Catch2's own SIGTERM handler would report a fatal error; the preemption guard chains to whatever it finds.
-  struct DefaultSigterm {
-    struct sigaction saved {};
-    DefaultSigterm() {
-      struct sigaction default_action {};
-      default_action.sa_handler = SIG_DFL;
-      sigemptyset(&default_action.sa_mask);
-      ::sigaction(SIGTERM, &default_action, &saved);
-    }
-    ~DefaultSigterm() { ::sigaction(SIGTERM, &saved, nullptr); }
-  } default_sigterm;
+  tt_test::DefaultSigterm default_sigterm;
 
   TempDir dir("hp-sigterm");
   auto trainer = make_trainer(search_args(dir.str()));  // save_strategy no: the preemption saves regardless

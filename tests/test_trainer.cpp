@@ -1,5 +1,7 @@
 // The Trainer end to end: exact event sequences, logged values, learning, evaluate/predict, checkpoints.
 #include <cmath>
+#include <csignal>
+#include <filesystem>
 #include <limits>
 
 #include <catch2/catch.hpp>
@@ -1085,6 +1087,13 @@ TEST_CASE("LoopState: loop_state.json round trip, older files and malformed valu
                     Catch::Contains("'last_logged_step' must be an integer, got 1.5"));
   CHECK_THROWS_WITH(tt::LoopState::from_json({{"interval_loss", 0.0}, {"total_loss", 0.0}, {"epoch_end_pending", 1}}),
                     Catch::Contains("'epoch_end_pending' must be true or false"));
+  tt::LoopState preempted;
+  preempted.preemption_steps = {4, 9};
+  CHECK(preempted.to_json()["preemption_steps"] == nlohmann::json::array({4, 9}));
+  CHECK(tt::LoopState::from_json(preempted.to_json()).preemption_steps == std::vector<std::int64_t>{4, 9});
+  CHECK_FALSE(tt::LoopState().to_json().contains("preemption_steps"));  // an ordinary run's file is unchanged
+  CHECK_THROWS_WITH(tt::LoopState::from_json({{"interval_loss", 0.0}, {"total_loss", 0.0}, {"preemption_steps", {1.5}}}),
+                    Catch::Contains("'preemption_steps' must be a list of steps"));
 }
 
 TEST_CASE("train_samples_per_second and train_steps_per_second count what the run processed, not what it planned") {
@@ -1175,4 +1184,44 @@ TEST_CASE("the library's messages go to set_message_handler, warnings to a c10 h
   again.add_callback<tt::PrinterCallback>();
   CHECK(capture.contains("You are adding a PrinterCallback"));
   CHECK(messages.size() == 2);
+}
+
+TEST_CASE("a checkpoint written for a preemption never becomes the best model's, so the resume ends as the run would") {
+  // SIGTERM during the first evaluation, whose loss is the best so far: the preemption saves checkpoint-4.
+  struct TermAtFirstEvaluation : tt::TrainerCallback {
+    void on_evaluate(const Args&, const State& state, Control&, const Context&) override {
+      if (state.global_step == 4) std::raise(SIGTERM);
+    }
+  };
+  tt_test::DefaultSigterm default_sigterm;
+  for (const auto save : {tt::SaveStrategy::no, tt::SaveStrategy::steps}) {
+    CAPTURE(tt::to_string(save));
+    auto args_in = [&](const TempDir& dir) {
+      auto args = quiet_args(dir.str());
+      args.per_device_train_batch_size = 4;  // 16 examples: 4 steps per epoch, 12 in all
+      args.num_train_epochs = 3;
+      args.eval_strategy = tt::IntervalStrategy::epoch;
+      args.metric_for_best_model = "loss";
+      args.save_strategy = save;
+      args.save_steps = 6;  // never at an evaluation's step but the last
+      return args;
+    };
+    TempDir reference_dir("best-ref"), preempted_dir("best-preempted");
+    tt::Trainer reference(Mlp(), args_in(reference_dir), Blobs(16, 4), Blobs(8, 5));
+    reference.train();
+
+    tt::Trainer preempted(Mlp(), args_in(preempted_dir), Blobs(16, 4), Blobs(8, 5));
+    preempted.add_callback<TermAtFirstEvaluation>();
+    REQUIRE(preempted.train().preempted_by == SIGTERM);
+    REQUIRE(std::filesystem::is_directory(preempted_dir / "checkpoint-4"));
+    CHECK_FALSE(preempted.state.best_model_checkpoint);
+    tt::Trainer resumed(Mlp(), args_in(preempted_dir), Blobs(16, 4), Blobs(8, 5));
+    resumed.train(tt::ResumeFrom(true));
+
+    auto folder = [](const std::optional<std::string>& path) {
+      return path ? std::filesystem::path(*path).filename().string() : std::string("none");
+    };
+    CHECK(resumed.state.best_global_step == reference.state.best_global_step);
+    CHECK(folder(resumed.state.best_model_checkpoint) == folder(reference.state.best_model_checkpoint));
+  }
 }

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -28,6 +29,8 @@ struct LoopState {
   bool epoch_end_pending = false;
   /// The number of processes that wrote the checkpoint.
   int world_size = 1;
+  /// The steps of this run's checkpoints that a preemption wrote, which an uninterrupted run does not have.
+  std::vector<std::int64_t> preemption_steps;
 
   /// The loop_state.json object; world_size only when it is above 1.
   nlohmann::json to_json() const {
@@ -37,6 +40,7 @@ struct LoopState {
     j["learning_rate"] = learning_rate;
     if (grad_norm) j["grad_norm"] = *grad_norm;
     j["epoch_end_pending"] = epoch_end_pending;
+    if (!preemption_steps.empty()) j["preemption_steps"] = preemption_steps;
     return j;
   }
 
@@ -55,6 +59,15 @@ struct LoopState {
     read(j, "learning_rate", s.learning_rate, false);
     if (j.contains("grad_norm")) read(j, "grad_norm", s.grad_norm.emplace(), true);
     read(j, "epoch_end_pending", s.epoch_end_pending, false);
+    if (const auto it = j.find("preemption_steps"); it != j.end()) {
+      if (!it->is_array()) throw FileFormatError("'preemption_steps' must be a list of steps, got " + it->dump());
+      s.preemption_steps.clear();
+      for (const auto& step : *it) {
+        if (!step.is_number_integer())
+          throw FileFormatError("'preemption_steps' must be a list of steps, got " + it->dump());
+        s.preemption_steps.push_back(step.get<std::int64_t>());
+      }
+    }
     return s;
   }
 

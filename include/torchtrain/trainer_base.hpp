@@ -278,7 +278,8 @@ class TrainerBase {
   bool determine_best_metric(const Metrics& metrics);
 
   // Everything a checkpoint holds: the state with the callbacks' states, and the loop state.
-  void save_checkpoint(Boundary where);
+  /// `preemption`: written because of a signal, not because the save strategy asked for it.
+  void save_checkpoint(Boundary where, bool preemption = false);
 
   // Restores every stateful callback and the control from `saved`, or, if one of them throws, none of them.
   void restore_callback_states(const TrainerState& saved);
@@ -291,6 +292,7 @@ class TrainerBase {
   std::int64_t initial_num_input_tokens_seen_ = 0;  // state.num_input_tokens_seen when this run began
   std::int64_t first_step_this_run_ = 0;            // state.global_step when this run began
   std::int64_t samples_this_run_ = 0;               // over every process
+  std::vector<std::int64_t> preemption_steps_;      // LoopState::preemption_steps
   std::int64_t last_logged_step_ = 0;
   std::int64_t last_saved_step_ = -1;  // a preemption does not save this step twice
   torch::Tensor last_grad_norm_;       // of the latest optimizer step, for the next log

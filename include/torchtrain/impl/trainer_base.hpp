@@ -228,6 +228,7 @@ TORCHTRAIN_INLINE ResumePoint TrainerBase::begin_training(const RunPlan& plan, R
   last_learning_rate_ = loop.learning_rate;
   last_grad_norm_ = loop.grad_norm ? torch::tensor(*loop.grad_norm) : torch::Tensor();
   last_saved_step_ = -1;
+  preemption_steps_ = loop.preemption_steps;
   // ...unless a longer run now continues in the middle of that epoch.
   const bool epoch_end_pending =
       loop.epoch_end_pending && (state.global_step % plan.updates_per_epoch == 0 || stopped_before);
@@ -573,7 +574,7 @@ TORCHTRAIN_INLINE int TrainerBase::save_if_preempted(Boundary where) {
   const int signal = group_ ? agreed_signal_ : preemption_ ? preemption_->signal() : 0;
   if (signal == 0) return 0;
   const bool save = last_saved_step_ != state.global_step;
-  if (save) save_checkpoint(where);  // before the stop flag, which the checkpoint must not carry
+  if (save) save_checkpoint(where, /*preemption=*/true);  // before the stop flag, which it must not carry
   loop_decides(LoopDecision::preempted);
   if (save) handler_.on_save(args, state, control, context_);
   if (rank() == 0) {
@@ -622,9 +623,13 @@ TORCHTRAIN_INLINE bool TrainerBase::determine_best_metric(const Metrics& metrics
   return false;
 }
 
-TORCHTRAIN_INLINE void TrainerBase::save_checkpoint(Boundary where) {
+TORCHTRAIN_INLINE void TrainerBase::save_checkpoint(Boundary where, bool preemption) {
   const auto folder = std::filesystem::path(args.output_dir) / ("checkpoint-" + std::to_string(state.global_step));
-  if (state.best_global_step) {
+  if (preemption) preemption_steps_.push_back(state.global_step);
+  // The best model's checkpoint is the best step's folder when it exists, as HF has it, unless a preemption
+  // wrote that folder: a run that was never stopped has none, and a resume must end as that run does.
+  if (state.best_global_step && std::find(preemption_steps_.begin(), preemption_steps_.end(),
+                                          *state.best_global_step) == preemption_steps_.end()) {
     const auto best = std::filesystem::path(args.output_dir) / ("checkpoint-" + std::to_string(*state.best_global_step));
     if (*state.best_global_step == state.global_step || std::filesystem::exists(best))
       state.best_model_checkpoint = best.string();
@@ -654,6 +659,7 @@ TORCHTRAIN_INLINE void TrainerBase::save_checkpoint(Boundary where) {
   if (last_grad_norm_.defined()) loop.grad_norm = last_grad_norm_.item<double>();
   loop.epoch_end_pending =
       where == Boundary::last_step_of_epoch || (where == Boundary::step && control.should_training_stop);
+  loop.preemption_steps = preemption_steps_;
   checkpoint::save(folder, args, state, module(), args.save_only_model ? nullptr : optimizer.get(),
                    args.save_only_model ? nullptr : lr_scheduler.get(), loop.to_json(), ranks);
   last_saved_step_ = state.global_step;
