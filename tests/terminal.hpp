@@ -12,6 +12,7 @@
 
 #include <fcntl.h>
 #include <pty.h>
+#include <sys/ioctl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -103,8 +104,10 @@ class Screen {
 };
 
 /// Runs `argv` with its standard output and error on a pseudo-terminal `columns` wide, to its end; returns
-/// the exit status and all it wrote.
-inline std::pair<int, std::string> run_in_terminal(const std::vector<std::string>& argv, int columns) {
+/// the exit status and all it wrote. With `resize_when` and `resized_columns`, the terminal becomes that wide
+/// once the output contains `resize_when`, as when a person drags the window's edge.
+inline std::pair<int, std::string> run_in_terminal(const std::vector<std::string>& argv, int columns,
+                                                   std::string resize_when = "", int resized_columns = 0) {
   int master = -1, slave = -1;
   winsize size{};
   size.ws_col = static_cast<unsigned short>(columns);
@@ -130,6 +133,11 @@ inline std::pair<int, std::string> run_in_terminal(const std::vector<std::string
       const ssize_t n = ::read(master, buffer, sizeof buffer);
       if (n > 0) {
         output.append(buffer, static_cast<std::size_t>(n));
+        if (!resize_when.empty() && output.find(resize_when) != std::string::npos) {
+          size.ws_col = static_cast<unsigned short>(resized_columns);
+          ::ioctl(master, TIOCSWINSZ, &size);
+          resize_when.clear();
+        }
       } else if (n < 0 && errno == EINTR) {
         continue;
       } else {

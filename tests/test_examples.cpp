@@ -145,6 +145,26 @@ TEST_CASE("in a terminal of 60, 80 and 120 columns no bar wraps, both bars show 
   }
 }
 
+TEST_CASE("the bars follow a terminal that is made narrower during the run") {
+  tt_test::TempDir dir("tty-resize");
+  // 120 columns until the first evaluation bar, then 60.
+  const auto [status, output] = tt_test::run_in_terminal(
+      {TORCHTRAIN_TRAIN_CLASSIFIER, "--output_dir", dir.str(), "--num_train_samples", "256", "--num_eval_samples",
+       "1200", "--per_device_eval_batch_size", "1", "--num_train_epochs", "2", "--eval_strategy", "epoch",
+       "--save_strategy", "no", "--logging_steps", "5", "--report_to", "none"},
+      120, "Evaluating:", 60);
+  tt_test::Screen screen(120);
+  screen.feed(output);
+  INFO(output);
+  REQUIRE(status == 0);
+  const auto rows = screen.rows();
+  const auto final_bar = std::find_if(rows.begin(), rows.end(), [](const std::string& row) {
+    return row.rfind("100%|", 0) == 0 && row.find("| 16/16 [") != std::string::npos;
+  });
+  REQUIRE(final_bar != rows.end());
+  CHECK(final_bar->size() == 59);
+}
+
 #ifdef TORCHTRAIN_QUICKSTART
 TEST_CASE("the README's quickstart trains with early stopping and evaluates") {
   tt_test::TempDir dir("quickstart");
