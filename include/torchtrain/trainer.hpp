@@ -192,7 +192,8 @@ class Trainer : public TrainerBase {
           window_labels.clear();
           for (std::int64_t k = 0; k < window; ++k) {
             const auto first_example = static_cast<std::size_t>(window_start + k) * micro_batch_size;
-            count_train_samples(static_cast<std::int64_t>(std::min(micro_batch_size, loader.num_examples() - first_example)));
+            const auto examples = std::min(micro_batch_size, loader.shard_size() - first_example);
+            count_train_samples(static_cast<std::int64_t>(examples));
             window_batches.push_back(detail::to_device(loader.next(), device_));
             window_labels.push_back(detail::labels_of(window_batches.back()));
             count_input_tokens(detail::input_tokens(window_batches.back(), args.include_num_input_tokens_seen));

@@ -52,9 +52,11 @@ class DataLoader {
   DataLoader& operator=(const DataLoader&) = delete;
 
   std::size_t num_examples() const { return dataset_->size().value(); }
+  /// The examples of an epoch on this rank: all of them in one process.
+  std::size_t shard_size() const { return EpochSampler::shard_size(num_examples(), num_replicas_); }
   std::size_t batch_size() const { return batch_size_; }
   std::size_t num_batches() const {
-    const std::size_t n = EpochSampler::shard_size(num_examples(), num_replicas_);
+    const std::size_t n = shard_size();
     return drop_last_ ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
   }
 
