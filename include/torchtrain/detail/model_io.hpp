@@ -170,7 +170,7 @@ struct LossOptions {
 
 template <class Output>
 LossOutput read_output(Output&& output, const torch::Tensor& labels, const LossOptions& loss = {},
-                          const std::vector<std::string>& ignore_keys = {}) {
+                       const std::vector<std::string>& ignore_keys = {}) {
   LossOutput result;
   if constexpr (std::is_same_v<std::decay_t<Output>, torch::Tensor>) {
     result.predictions = output;
