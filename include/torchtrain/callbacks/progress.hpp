@@ -184,7 +184,7 @@ class ProgressCallback : public TrainerCallback, private detail::LiveDisplay {
     *out_ << '\r' << render(bar, now, width()) << "\x1b[K";
   }
 
-  static void update_rate(Bar& bar, Clock::time_point now) {
+  void update_rate(Bar& bar, Clock::time_point now) const {
     if (bar.rate_since == Clock::time_point{}) {
       bar.rate_since = bar.started;
       bar.rate_count = bar.initial;
@@ -192,6 +192,9 @@ class ProgressCallback : public TrainerCallback, private detail::LiveDisplay {
     const double seconds = std::chrono::duration<double>(now - bar.rate_since).count();
     const auto done = bar.current - bar.rate_count;
     if (done <= 0 || seconds <= 0) return;
+    // The first interval is at least a redraw interval long: the first batch alone, microseconds after the
+    // bar appeared, would start the average at an absurd rate.
+    if (bar.rate == 0 && now - bar.rate_since < redraw_interval && bar.current != bar.total) return;
     const double recent = static_cast<double>(done) / seconds;
     bar.rate = bar.rate > 0 ? kSmoothing * recent + (1 - kSmoothing) * bar.rate : recent;
     bar.rate_since = now;
