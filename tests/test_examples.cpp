@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -22,6 +23,13 @@ std::string last_line(const std::string& text) {
   auto end = text.find_last_not_of('\n');
   auto start = text.rfind('\n', end);
   return text.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
+}
+
+// train_classifier for 16 steps with an evaluation of 1200 batches after each of its 2 epochs.
+std::vector<std::string> classifier_with_long_evaluations(const tt_test::TempDir& dir) {
+  return {TORCHTRAIN_TRAIN_CLASSIFIER, "--output_dir", dir.str(), "--num_train_samples", "256", "--num_eval_samples",
+          "1200", "--per_device_eval_batch_size", "1", "--num_train_epochs", "2", "--eval_strategy", "epoch",
+          "--save_strategy", "no", "--logging_steps", "5", "--report_to", "none"};
 }
 
 }  // namespace
@@ -118,11 +126,9 @@ TEST_CASE("in a terminal of 60, 80 and 120 columns no bar wraps, both bars show 
   for (const int columns : {60, 80, 120}) {
     tt_test::TempDir dir("tty");
     // 1200 evaluation batches: the longest counts; 8 steps per epoch, 16 in all.
-    const auto [status, output] = tt_test::run_in_terminal(
-        {TORCHTRAIN_TRAIN_CLASSIFIER, "--output_dir", dir.str(), "--num_train_samples", "256", "--num_eval_samples",
-         "1200", "--per_device_eval_batch_size", "1", "--num_train_epochs", "2", "--eval_strategy", "epoch",
-         "--save_strategy", "no", "--logging_steps", "5", "--report_to", "none", "--warmup_ratio", "0.1"},
-        columns);
+    auto argv = classifier_with_long_evaluations(dir);
+    argv.insert(argv.end(), {"--warmup_ratio", "0.1"});  // a warning
+    const auto [status, output] = tt_test::run_in_terminal(argv, columns);
     tt_test::Screen screen(columns);
     screen.feed(output);
     std::string shown;
@@ -148,11 +154,8 @@ TEST_CASE("in a terminal of 60, 80 and 120 columns no bar wraps, both bars show 
 TEST_CASE("the bars follow a terminal that is made narrower during the run") {
   tt_test::TempDir dir("tty-resize");
   // 120 columns until the first evaluation bar, then 60.
-  const auto [status, output] = tt_test::run_in_terminal(
-      {TORCHTRAIN_TRAIN_CLASSIFIER, "--output_dir", dir.str(), "--num_train_samples", "256", "--num_eval_samples",
-       "1200", "--per_device_eval_batch_size", "1", "--num_train_epochs", "2", "--eval_strategy", "epoch",
-       "--save_strategy", "no", "--logging_steps", "5", "--report_to", "none"},
-      120, "Evaluating:", 60);
+  const auto [status, output] =
+      tt_test::run_in_terminal(classifier_with_long_evaluations(dir), 120, "Evaluating:", 60);
   tt_test::Screen screen(120);
   screen.feed(output);
   INFO(output);
