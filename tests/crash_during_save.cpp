@@ -5,10 +5,14 @@
 //   crash_during_save <output_dir> kill <checkpoint> <n>  SIGKILL after file <n> of save number <checkpoint>
 //   crash_during_save <output_dir> resume                 resume from the newest valid checkpoint
 //
-// At the end it writes <output_dir>/model.pt and trainer_state.json.
+// A last argument "scaled" trains with a loss scaler (growth every 3 finite steps) and infinite gradients at
+// updates 6 and 14, whose skips change the scale. At the end it writes <output_dir>/model.pt and
+// trainer_state.json, and, scaled, grad_scaler.json with the scaler's final state.
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <limits>
 #include <iostream>
 #include <string>
 
@@ -35,6 +39,8 @@ tt::data::TensorDataset blobs(std::int64_t n, std::uint64_t seed) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const bool scaled = argc > 3 && std::string(argv[argc - 1]) == "scaled";
+  if (scaled) --argc;
   if (argc < 3) {
     std::cerr << "usage: crash_during_save <output_dir> run|kill <checkpoint> <files>|resume\n";
     return 2;
@@ -63,8 +69,20 @@ int main(int argc, char** argv) {
   args.save_steps = 4;
   torch::manual_seed(1);
   tt::Trainer trainer(Net(), args, blobs(160, 2));
+  if (scaled) {
+    trainer.grad_scaler = std::make_shared<tt::GradScaler>(tt::GradScaler::State{65536.0, 2.0, 0.5, 3, 0});
+    trainer.criterion = [&state = trainer.state](const torch::Tensor& logits, const torch::Tensor& labels) {
+      const auto loss = torch::nn::functional::cross_entropy(logits, labels);
+      return state.global_step == 5 || state.global_step == 13 ? loss * std::numeric_limits<float>::infinity() : loss;
+    };
+  }
   trainer.train(mode == "resume" ? tt::ResumeFrom(true) : tt::ResumeFrom());
   trainer.save_model();
   trainer.save_state();
+  if (scaled) {
+    const auto s = trainer.grad_scaler->state();
+    std::ofstream(std::filesystem::path(args.output_dir) / "grad_scaler.json")
+        << nlohmann::json{{"scale", s.scale}, {"_growth_tracker", s.growth_tracker}}.dump() << "\n";
+  }
   return 0;
 }

@@ -80,10 +80,16 @@ void require_same_fields(const TrainingArguments& a, const TrainingArguments& b)
   CHECK(a.optim == b.optim);
   CHECK(a.optim_args == b.optim_args);
   CHECK(a.lr_scheduler_kwargs == b.lr_scheduler_kwargs);
+  CHECK(a.bf16 == b.bf16);
+  CHECK(a.fp16 == b.fp16);
+  CHECK(a.bf16_full_eval == b.bf16_full_eval);
+  CHECK(a.fp16_full_eval == b.fp16_full_eval);
+  CHECK(a.tf32 == b.tf32);
 }
 
-// A valid combination in which every field differs from its default.
-TrainingArguments non_default_arguments() {
+// A valid combination in which every field differs from its default, except the one of each exclusive pair
+// (fp16 or bf16, fp16_full_eval or bf16_full_eval) that `swapped` leaves at its default.
+TrainingArguments non_default_arguments(bool swapped = false) {
   TrainingArguments a;
   a.output_dir = "runs/exp1";
   a.logging_dir = "runs/exp1/logs";
@@ -136,6 +142,9 @@ TrainingArguments non_default_arguments() {
   a.optim = "sgd";
   a.optim_args = "momentum=0.9";
   a.lr_scheduler_kwargs = {{"num_cycles", 2}};
+  a.fp16 = a.bf16_full_eval = !swapped;
+  a.bf16 = a.fp16_full_eval = swapped;
+  a.tf32 = false;
   a.validate();
   return a;
 }
@@ -558,7 +567,7 @@ TEST_CASE("get_warmup_steps and effective_data_seed", "[training_arguments][deri
 
 TEST_CASE("to_json writes every field with HF spellings", "[training_arguments][json]") {
   const json j = TrainingArguments().to_json();
-  CHECK(j.size() == 51);
+  CHECK(j.size() == 56);
   for (const auto& field : torchtrain::detail::argument_fields<TrainingArguments>())
     CHECK(j.contains(std::string(field.name)));
   CHECK(j.at("eval_strategy") == "no");
@@ -577,18 +586,22 @@ TEST_CASE("to_json writes every field with HF spellings", "[training_arguments][
 }
 
 TEST_CASE("JSON round trip is exact for every field", "[training_arguments][json]") {
-  const TrainingArguments original = non_default_arguments();
-  const json j = original.to_json();
-  // Every field really differs from its default, so a field the table forgot cannot pass unnoticed.
+  // Every field really differs from its default in one of the two, so a field the table forgot cannot pass
+  // unnoticed.
   const json defaults = TrainingArguments().to_json();
-  for (const auto& [key, value] : j.items()) CHECK_FALSE(value == defaults.at(key));
+  const json first = non_default_arguments().to_json(), second = non_default_arguments(true).to_json();
+  for (const auto& [key, value] : first.items()) CHECK_FALSE((value == defaults.at(key) && second.at(key) == value));
 
-  const TrainingArguments back = TrainingArguments::from_json(j);
-  require_same_fields(back, original);
-  CHECK(back.to_json() == j);
-  // Through text as well.
-  const TrainingArguments reparsed = TrainingArguments::from_json(json::parse(original.to_json_string()));
-  require_same_fields(reparsed, original);
+  for (const bool swapped : {false, true}) {
+    const TrainingArguments original = non_default_arguments(swapped);
+    const json j = original.to_json();
+    const TrainingArguments back = TrainingArguments::from_json(j);
+    require_same_fields(back, original);
+    CHECK(back.to_json() == j);
+    // Through text as well.
+    const TrainingArguments reparsed = TrainingArguments::from_json(json::parse(original.to_json_string()));
+    require_same_fields(reparsed, original);
+  }
 }
 
 TEST_CASE("from_json: missing keys keep their defaults, derived values are filled", "[training_arguments][json]") {
@@ -612,13 +625,13 @@ TEST_CASE("from_json: accepted value forms", "[training_arguments][json]") {
 
 TEST_CASE("from_json: unknown keys are ignored with one warning", "[training_arguments][json]") {
   tt_test::WarningCapture warnings;
-  const auto a = TrainingArguments::from_json(json{{"learning_rat", 0.5}, {"fp16", true}, {"seed", 3}}, "cfg.json");
+  const auto a = TrainingArguments::from_json(json{{"learning_rat", 0.5}, {"gradient_checkpointing", true}, {"seed", 3}}, "cfg.json");
   CHECK(a.learning_rate == 5e-5);
   CHECK(a.seed == 3);
   REQUIRE(warnings.messages.size() == 1);
   CHECK_THAT(warnings.messages[0], Contains("cfg.json: ignoring 2 unknown keys"));
   CHECK_THAT(warnings.messages[0], Contains("\"learning_rat\" (did you mean \"learning_rate\"?)"));
-  CHECK_THAT(warnings.messages[0], Contains("\"fp16\""));
+  CHECK_THAT(warnings.messages[0], Contains("\"gradient_checkpointing\""));
 }
 
 TEST_CASE("from_json: reads a training_args.json written by Hugging Face", "[training_arguments][json]") {
@@ -636,7 +649,8 @@ TEST_CASE("from_json: reads a training_args.json written by Hugging Face", "[tra
   CHECK(a.eval_steps == 50.0);
   CHECK(a.report_to == std::vector<std::string>{"tensorboard"});
   REQUIRE(warnings.messages.size() == 1);
-  CHECK_THAT(warnings.messages[0], Contains("ignoring 4 unknown keys"));
+  CHECK_THAT(warnings.messages[0], Contains("ignoring 3 unknown keys"));
+  CHECK_FALSE(a.fp16);  // a field of both
   CHECK(a.lr_scheduler_kwargs == json::object());  // read, as HF writes it
 }
 

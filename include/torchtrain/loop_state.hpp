@@ -2,7 +2,9 @@
 // LoopState: what an exact continuation needs beyond the TrainerState, saved as a checkpoint's loop_state.json.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -11,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "torchtrain/errors.hpp"
+#include "torchtrain/grad_scaler.hpp"
 
 namespace torchtrain {
 
@@ -23,7 +26,7 @@ struct LoopState {
   std::int64_t last_logged_step = 0;
   /// What the next log reports for the latest update.
   double learning_rate = 0.0;
-  std::optional<double> grad_norm;
+  std::optional<double> grad_norm;  // inf or NaN after a step whose gradients were not, written as a string
   /// The checkpoint was written at a step after which on_epoch_end follows (the epoch's last step, or a stop):
   /// a resume runs that epoch end first.
   bool epoch_end_pending = false;
@@ -31,6 +34,8 @@ struct LoopState {
   int world_size = 1;
   /// The steps of this run's checkpoints that a preemption wrote, which an uninterrupted run does not have.
   std::vector<std::int64_t> preemption_steps;
+  /// The loss scaler's state, when the run has one: PyTorch's state_dict keys.
+  std::optional<GradScaler::State> grad_scaler;
 
   /// The loop_state.json object; world_size only when it is above 1.
   nlohmann::json to_json() const {
@@ -38,9 +43,15 @@ struct LoopState {
     if (world_size > 1) j["world_size"] = world_size;
     j["last_logged_step"] = last_logged_step;
     j["learning_rate"] = learning_rate;
-    if (grad_norm) j["grad_norm"] = *grad_norm;
+    if (grad_norm) j["grad_norm"] = std::isfinite(*grad_norm) ? nlohmann::json(*grad_norm) : nlohmann::json(non_finite_text(*grad_norm));
     j["epoch_end_pending"] = epoch_end_pending;
     if (!preemption_steps.empty()) j["preemption_steps"] = preemption_steps;
+    if (grad_scaler)
+      j["grad_scaler"] = {{"scale", grad_scaler->scale},
+                          {"growth_factor", grad_scaler->growth_factor},
+                          {"backoff_factor", grad_scaler->backoff_factor},
+                          {"growth_interval", grad_scaler->growth_interval},
+                          {"_growth_tracker", grad_scaler->growth_tracker}};
     return j;
   }
 
@@ -57,7 +68,12 @@ struct LoopState {
     read(j, "world_size", s.world_size, false);
     read(j, "last_logged_step", s.last_logged_step, false);
     read(j, "learning_rate", s.learning_rate, false);
-    if (j.contains("grad_norm")) read(j, "grad_norm", s.grad_norm.emplace(), true);
+    if (const auto it = j.find("grad_norm"); it != j.end()) {
+      if (it->is_string())
+        s.grad_norm = non_finite_value(*it);
+      else
+        read(j, "grad_norm", s.grad_norm.emplace(), true);
+    }
     read(j, "epoch_end_pending", s.epoch_end_pending, false);
     if (const auto it = j.find("preemption_steps"); it != j.end()) {
       if (!it->is_array()) throw FileFormatError("'preemption_steps' must be a list of steps, got " + it->dump());
@@ -68,10 +84,36 @@ struct LoopState {
         s.preemption_steps.push_back(step.get<std::int64_t>());
       }
     }
+    if (const auto it = j.find("grad_scaler"); it != j.end()) {
+      if (!it->is_object()) throw FileFormatError("'grad_scaler' must be an object, got " + it->dump());
+      GradScaler::State scaler;
+      read(*it, "scale", scaler.scale, true);
+      read(*it, "growth_factor", scaler.growth_factor, true);
+      read(*it, "backoff_factor", scaler.backoff_factor, true);
+      read(*it, "growth_interval", scaler.growth_interval, true);
+      read(*it, "_growth_tracker", scaler.growth_tracker, true);
+      try {
+        GradScaler{scaler};  // its own checks of the values
+      } catch (const ArgumentError& e) {
+        throw FileFormatError(std::string("'grad_scaler': ") + e.what());
+      }
+      s.grad_scaler = scaler;
+    }
     return s;
   }
 
  private:
+  static std::string non_finite_text(double value) {
+    return std::isnan(value) ? "nan" : value > 0 ? "inf" : "-inf";
+  }
+  static double non_finite_value(const nlohmann::json& text) {
+    const auto t = text.get<std::string>();
+    if (t == "nan") return std::numeric_limits<double>::quiet_NaN();
+    if (t == "inf") return std::numeric_limits<double>::infinity();
+    if (t == "-inf") return -std::numeric_limits<double>::infinity();
+    throw FileFormatError("'grad_norm' must be a number, \"inf\", \"-inf\" or \"nan\", got " + text.dump());
+  }
+
   template <class T>
   static void read(const nlohmann::json& j, const char* key, T& out, bool required) {
     const auto it = j.find(key);

@@ -109,7 +109,19 @@ class Trainer : public TrainerBase {
   virtual LossOutput compute_loss(Model& m, const Batch& batch, const torch::Tensor& num_items_in_batch = {},
                                   const std::vector<std::string>& ignore_keys = {}) {
     detail::LossOptions options{&criterion, args.label_smoothing_factor, num_items_in_batch};
-    return detail::read_output(detail::forward(m, batch), detail::labels_of(batch), options, ignore_keys);
+    return detail::read_output(model_forward(m, batch), detail::labels_of(batch), options, ignore_keys);
+  }
+
+  /// The model's forward on `batch` under autocast() (args.bf16, args.fp16, a full-precision evaluation), its
+  /// float16/bfloat16 outputs returned in float32, as Accelerate wraps a model's forward for HF: a loss the
+  /// model computes runs under autocast, one the Trainer computes from the outputs in float32.
+  auto model_forward(Model& m, const Batch& batch) {
+    auto output = [&] {
+      const AutocastGuard precision = autocast();
+      return detail::forward(m, batch);
+    }();
+    if (autocast_dtype()) output = detail::to_float32(std::move(output));
+    return output;
   }
 
   /// Forward and backward of one micro-batch, as Hugging Face's training_step; returns the detached loss the
@@ -119,7 +131,7 @@ class Trainer : public TrainerBase {
     if (!out.loss.defined())
       throw ArgumentError("train: the model returned no loss and the batch has no labels to compute one");
     torch::Tensor loss = window_share(out.loss, out.normalized_by_num_items);
-    loss.backward();
+    backward(loss);
     return loss.detach();
   }
 
@@ -237,6 +249,7 @@ class Trainer : public TrainerBase {
     context_.eval_dataloader = &eval_info_;
     loader.start_epoch(std::move(order));
 
+    const FullPrecisionEval full_precision(*this);
     const bool was_training = model->is_training();
     model->eval();
     torch::NoGradGuard no_grad;

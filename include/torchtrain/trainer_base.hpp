@@ -18,9 +18,11 @@
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
+#include "torchtrain/autocast.hpp"
 #include "torchtrain/callback_handler.hpp"
 #include "torchtrain/detail/compiled.hpp"
 #include "torchtrain/detail/loss_tracker.hpp"
+#include "torchtrain/grad_scaler.hpp"
 #include "torchtrain/hyperparameter_trial.hpp"
 #include "torchtrain/lr_scheduler.hpp"
 #include "torchtrain/resume_from.hpp"
@@ -55,6 +57,9 @@ class TrainerBase {
   /// keeps the optimizer and builds a new schedule, unless you assigned lr_scheduler yourself.
   std::shared_ptr<torch::optim::Optimizer> optimizer;
   std::shared_ptr<LRScheduler> lr_scheduler;
+  /// Dynamic loss scaling: created by train() when args.fp16 and null, with PyTorch's defaults. Assign one to
+  /// scale the loss in any other set-up (it works on any device). Its state is part of every checkpoint.
+  std::shared_ptr<GradScaler> grad_scaler;
   /// While train() runs, SIGTERM and SIGINT make it write a checkpoint at the next step boundary and return
   /// early with TrainOutput::preempted_by set; a second signal ends the process at once (see PreemptionGuard).
   /// Set false to leave those signals to the program.
@@ -148,6 +153,34 @@ class TrainerBase {
   /// Whether the batch loop of an epoch stops after the current micro-batch.
   bool stop_epoch() const { return preempted_by_ || control.should_epoch_stop || control.should_training_stop; }
 
+  /// The scope of a model's forward: autocast to bfloat16 (args.bf16) or float16 (args.fp16), or to the dtype
+  /// of a full-precision evaluation; nothing otherwise. An override of compute_loss that calls the model
+  /// itself holds one around the call, as the built-in one does.
+  AutocastGuard autocast() const { return AutocastGuard(device_.type(), autocast_dtype()); }
+  std::optional<c10::ScalarType> autocast_dtype() const;
+
+  /// loss.backward(), of the loss times the scale when there is a grad_scaler (HF's accelerator.backward).
+  void backward(const torch::Tensor& loss) const {
+    if (grad_scaler)
+      grad_scaler->scale(loss).backward();
+    else
+      loss.backward();
+  }
+
+  /// While it lives, an evaluation outside train() with bf16_full_eval or fp16_full_eval runs in that dtype:
+  /// the model is cast to it (as in HF, it stays so afterwards) and the forward autocasts to it, so that float
+  /// inputs meet the weights in the same dtype.
+  class FullPrecisionEval {
+   public:
+    explicit FullPrecisionEval(TrainerBase& trainer);
+    ~FullPrecisionEval() { trainer_.full_eval_dtype_.reset(); }
+    FullPrecisionEval(const FullPrecisionEval&) = delete;
+    FullPrecisionEval& operator=(const FullPrecisionEval&) = delete;
+
+   private:
+    TrainerBase& trainer_;
+  };
+
   /// The micro-batch's loss, already divided by its accumulation window, after backward().
   void record_loss(const torch::Tensor& loss) { losses_.add(loss, state.global_step - last_logged_step_); }
 
@@ -231,6 +264,9 @@ class TrainerBase {
 
   void set_process_flags();
 
+  // Mixed precision needs a device that has it (HF's messages); tf32 is applied to LibTorch when set.
+  void set_up_precision() const;
+
   // Makes rank 0's control flags every rank's where callbacks decide (after on_step_end, on_evaluate and
   // on_epoch_end), together with any preemption signal one of the ranks received.
   void agree_on_control();
@@ -302,7 +338,9 @@ class TrainerBase {
   std::weak_ptr<torch::optim::Optimizer> initial_lrs_owner_;  // the optimizer initial_lrs_ belong to
   std::vector<double> initial_lrs_;
   std::optional<std::string> trial_name_;  // during hyperparameter_search: the trial's folder under output_dir
-  const PreemptionGuard* preemption_ = nullptr;  // while train() runs
+  const PreemptionGuard* preemption_ = nullptr;  // while train() runs, when it handles the signals
+  bool in_train_ = false;
+  std::optional<c10::ScalarType> full_eval_dtype_;  // during a FullPrecisionEval
   int agreed_signal_ = 0;                        // the preemption signal the ranks last agreed on
   int preempted_by_ = 0;                         // the signal that stopped this run, once its checkpoint is saved
 };

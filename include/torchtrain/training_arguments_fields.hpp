@@ -85,6 +85,13 @@ struct TrainingArguments {
   std::uint64_t seed = 42;
   std::optional<std::uint64_t> data_seed;  // unset: seed
 
+  // Mixed precision: the model's forward (and the loss it returns) under autocast, its outputs back to float32
+  bool bf16 = false;            // bfloat16 autocast, on the CPU or CUDA
+  bool fp16 = false;            // float16 autocast with dynamic loss scaling (Trainer::grad_scaler); CUDA only
+  bool bf16_full_eval = false;  // evaluate()/predict() outside train(): the model cast to bfloat16 (it stays so)
+  bool fp16_full_eval = false;  // the same in float16; CUDA only
+  std::optional<bool> tf32;     // CUDA: TF32 matrix products and convolutions; unset: LibTorch's setting
+
   // Display, reporting, device
   bool disable_tqdm = false;
   std::vector<std::string> report_to{"all"};  // all, none, or of tensorboard, csv, jsonl

@@ -67,6 +67,17 @@ auto forward(Model& model, const Batch& batch) {
   }
 }
 
+/// Accelerate's convert_outputs_to_fp32: a forward's float16 and bfloat16 outputs in float32, so that the loss and
+/// metrics the Trainer computes from them are float32.
+inline torch::Tensor to_float32(const torch::Tensor& t) {
+  const bool reduced = t.defined() && (t.scalar_type() == torch::kHalf || t.scalar_type() == torch::kBFloat16);
+  return reduced ? t.to(torch::kFloat) : t;
+}
+inline ModelOutput to_float32(ModelOutput output) {
+  for (auto& [key, value] : output) value = to_float32(value);
+  return output;
+}
+
 /// The labels of a batch (its `target`), or an undefined tensor when it has none.
 template <class Batch>
 torch::Tensor labels_of(const Batch& batch) {

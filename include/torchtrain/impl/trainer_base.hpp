@@ -51,8 +51,13 @@ TORCHTRAIN_INLINE TrainOutput TrainerBase::train(ResumeFrom resume_from_checkpoi
   preemption_ = preemption ? &*preemption : nullptr;
   struct Forget {  // the guard dies with this call
     const PreemptionGuard*& guard;
-    ~Forget() { guard = nullptr; }
-  } forget{preemption_};
+    bool& in_train;
+    ~Forget() {
+      guard = nullptr;
+      in_train = false;
+    }
+  } forget{preemption_, in_train_};
+  in_train_ = true;
   ignore_keys_for_eval_ = std::move(ignore_keys_for_eval);
   try {
     return inner_training_loop(std::move(resume_from_checkpoint), trial);
@@ -147,6 +152,7 @@ TORCHTRAIN_INLINE void TrainerBase::finish_construction(std::vector<CallbackPtr>
     handler_.add_callback(std::make_shared<ProgressCallback>());
   check_eval_dataset();
   device_ = choose_device(args);
+  set_up_precision();
   group_ = world_process_group(std::chrono::seconds(args.ddp_timeout), device_);
   set_process_flags();
   module().to(device_);
@@ -161,6 +167,7 @@ TORCHTRAIN_INLINE void TrainerBase::start_run(const Trial& trial) {
   apply_trial(trial);
   args.validate();
   args.warn_deprecated_fields();
+  set_up_precision();
   check_eval_dataset();
   check_output_dir();
   if (state.is_world_process_zero) checkpoint::remove_stale_staging(args.output_dir);
@@ -181,6 +188,7 @@ TORCHTRAIN_INLINE ResumePoint TrainerBase::begin_training(const RunPlan& plan, R
   state.compute_steps(args, plan.max_steps);
   if (!optimizer) optimizer = create_optimizer(module(), args);
   if (!lr_scheduler) create_scheduler(plan.max_steps);
+  if (args.fp16 && !grad_scaler) grad_scaler = std::make_shared<GradScaler>();
   losses_ = detail::LossTracker(args.logging_nan_inf_filter);
   LoopState loop;
   ResumePoint start;
@@ -227,6 +235,7 @@ TORCHTRAIN_INLINE ResumePoint TrainerBase::begin_training(const RunPlan& plan, R
   last_logged_step_ = loop.last_logged_step;
   last_learning_rate_ = loop.learning_rate;
   last_grad_norm_ = loop.grad_norm ? torch::tensor(*loop.grad_norm) : torch::Tensor();
+  if (grad_scaler && loop.grad_scaler) grad_scaler->load_state(*loop.grad_scaler);  // checked by from_json
   last_saved_step_ = -1;
   preemption_steps_ = loop.preemption_steps;
   // ...unless a longer run now continues in the middle of that epoch.
@@ -257,13 +266,19 @@ TORCHTRAIN_INLINE ResumePoint TrainerBase::begin_training(const RunPlan& plan, R
 TORCHTRAIN_INLINE void TrainerBase::finish_update(std::int64_t epoch, std::int64_t step, std::int64_t steps_in_epoch) {
   if (group_) detail::average_gradients(*group_, parameters_);
   // As HF v5.3, the norm is logged even when max_grad_norm <= 0 turns clipping off.
-  last_grad_norm_ = args.max_grad_norm > 0 ? detail::clip_grad_norm(parameters_, args.max_grad_norm)
-                                           : detail::total_grad_norm(parameters_);
+  if (grad_scaler)
+    last_grad_norm_ = grad_scaler->unscale_and_clip(parameters_, args.max_grad_norm);
+  else
+    last_grad_norm_ = args.max_grad_norm > 0 ? detail::clip_grad_norm(parameters_, args.max_grad_norm)
+                                             : detail::total_grad_norm(parameters_);
   handler_.on_pre_optimizer_step(args, state, control, context_);
-  optimizer->step();
+  // Gradients that are not finite skip the update, and, as HF, the schedule does not advance; global_step does.
+  const bool skipped = grad_scaler && grad_scaler->step_skipped();
+  if (!skipped) optimizer->step();
+  if (grad_scaler) grad_scaler->update();
   handler_.on_optimizer_step(args, state, control, context_);
   last_learning_rate_ = lr_scheduler->get_last_lr().front();
-  if (!lr_scheduler->steps_on_metric()) lr_scheduler->step();
+  if (!skipped && !lr_scheduler->steps_on_metric()) lr_scheduler->step();
   module().zero_grad(/*set_to_none=*/true);
   ++state.global_step;
   state.epoch = static_cast<double>(epoch) + static_cast<double>(step + 1) / static_cast<double>(steps_in_epoch);
@@ -416,6 +431,31 @@ TORCHTRAIN_INLINE torch::Device TrainerBase::choose_device(const TrainingArgumen
   if (a.use_cpu || !torch::cuda::is_available()) return torch::Device(torch::kCPU);
   const auto env = DistributedEnvironment::from_environment();
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env ? env->local_rank : 0));
+}
+
+TORCHTRAIN_INLINE void TrainerBase::set_up_precision() const {
+  const std::string device = device_.is_cuda() ? "cuda" : device_.str();
+  if (!device_.is_cuda()) {
+    if (args.fp16) throw ArgumentError("fp16 mixed precision requires a GPU (not '" + device + "').");
+    if (args.fp16_full_eval) throw ArgumentError("fp16_full_eval requires a GPU (not '" + device + "').");
+    if (args.tf32.value_or(false))
+      throw ArgumentError("--tf32 requires Ampere or a newer GPU arch, cuda>=11 and torch>=1.7");
+  }
+  if (args.tf32 && device_.is_cuda()) detail::set_tf32(*args.tf32);
+}
+
+TORCHTRAIN_INLINE std::optional<c10::ScalarType> TrainerBase::autocast_dtype() const {
+  if (full_eval_dtype_) return full_eval_dtype_;
+  if (args.bf16) return c10::ScalarType::BFloat16;
+  if (args.fp16) return c10::ScalarType::Half;
+  return std::nullopt;
+}
+
+TORCHTRAIN_INLINE TrainerBase::FullPrecisionEval::FullPrecisionEval(TrainerBase& trainer) : trainer_(trainer) {
+  const auto& a = trainer.args;
+  if (trainer.in_train_ || !(a.bf16_full_eval || a.fp16_full_eval)) return;
+  trainer.full_eval_dtype_ = a.bf16_full_eval ? c10::ScalarType::BFloat16 : c10::ScalarType::Half;
+  trainer.module().to(*trainer.full_eval_dtype_);
 }
 
 TORCHTRAIN_INLINE void TrainerBase::set_process_flags() {
@@ -657,6 +697,7 @@ TORCHTRAIN_INLINE void TrainerBase::save_checkpoint(Boundary where, bool preempt
   loop.last_logged_step = last_logged_step_;
   loop.learning_rate = last_learning_rate_;
   if (last_grad_norm_.defined()) loop.grad_norm = last_grad_norm_.item<double>();
+  if (grad_scaler) loop.grad_scaler = grad_scaler->state();
   loop.epoch_end_pending =
       where == Boundary::last_step_of_epoch || (where == Boundary::step && control.should_training_stop);
   loop.preemption_steps = preemption_steps_;

@@ -179,6 +179,11 @@ TORCHTRAIN_DEDUCED(void) TrainingArguments::validate() {
     fail("lr_scheduler_type", "reduce_lr_on_plateau",
          "steps on evaluation metrics, but eval_strategy is no; set eval_strategy steps or epoch");
 
+  // Mixed precision (HF's messages; the device is checked where the Trainer knows it).
+  if (fp16 && bf16) throw ArgumentError("At most one of fp16 and bf16 can be True, but not both");
+  if (fp16_full_eval && bf16_full_eval)
+    throw ArgumentError("At most one of fp16 and bf16 can be True for full eval, but not both");
+
   // Reporting: "all" or "none" alone, or names of built-in reporters.
   std::string listed, choices = "all, none";
   for (const auto& name : report_to) listed += (listed.empty() ? "" : ",") + name;
