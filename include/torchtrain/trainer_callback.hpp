@@ -27,6 +27,7 @@ namespace torchtrain {
 /// validation and JSON, e.g. args.to_json_string()).
 struct TrainingArguments;
 class LRScheduler;
+class GradScaler;
 class HyperparameterTrial;
 
 /// What Hugging Face passes to callbacks as keyword arguments. The Trainer keeps one context for its lifetime;
@@ -36,6 +37,7 @@ struct CallbackContext {
   torch::nn::Module* model = nullptr;            // from on_init_end; the new model once model_init made one
   torch::optim::Optimizer* optimizer = nullptr;  // from the first on_train_begin
   LRScheduler* lr_scheduler = nullptr;           // from the first on_train_begin
+  GradScaler* grad_scaler = nullptr;             // on_train_begin on, when the run scales its loss (fp16)
   const DataLoaderInfo* train_dataloader = nullptr;  // from the first on_train_begin
   const DataLoaderInfo* eval_dataloader = nullptr;   // from the first evaluation or prediction: the latest one's
   const LogEntry* logs = nullptr;                    // on_log only: the entry just logged

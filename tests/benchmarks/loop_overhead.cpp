@@ -74,7 +74,7 @@ std::int64_t hand_written(Model model, const tt::data::TensorDataset& data, std:
 
 template <class Model>
 std::int64_t with_trainer(Model model, const tt::data::TensorDataset& data, std::int64_t epochs,
-                          std::int64_t log_every, int callbacks, bool progress, bool reporters) {
+                          std::int64_t log_every, int callbacks, bool progress, bool reporters, bool scaled = false) {
   tt::TrainingArguments args;
   args.output_dir = "/tmp/torchtrain-bench";
   args.num_train_epochs = static_cast<double>(epochs);
@@ -84,6 +84,7 @@ std::int64_t with_trainer(Model model, const tt::data::TensorDataset& data, std:
   args.disable_tqdm = !progress;
   args.report_to = {reporters ? "all" : "none"};
   tt::Trainer trainer(std::move(model), args, data);
+  if (scaled) trainer.grad_scaler = std::make_shared<tt::GradScaler>();
   std::ostringstream sink;  // the bar is drawn as on a terminal, into memory
   trainer.template pop_callback<tt::PrinterCallback>();
   if (trainer.template pop_callback<tt::ProgressCallback>())
@@ -148,6 +149,27 @@ void measure(const char* model_name, MakeModel make_model, const tt::data::Tenso
   }
 }
 
+// The loss scaler's cost per step: the Trainer with a GradScaler against the same Trainer without one.
+void measure_scaler(const tt::data::TensorDataset& data, std::int64_t epochs, int repeats,
+                    nlohmann::ordered_json& rows) {
+  std::vector<double> plain, scaled, ratios;
+  for (int r = 0; r < repeats; ++r) {
+    torch::manual_seed(0);
+    const double p = steps_per_second([&] { return with_trainer(bench::tiny_mlp(), data, epochs, 500, 0, false, false); });
+    torch::manual_seed(0);
+    const double s =
+        steps_per_second([&] { return with_trainer(bench::tiny_mlp(), data, epochs, 500, 0, false, false, true); });
+    plain.push_back(p);
+    scaled.push_back(s);
+    ratios.push_back(s / p);
+  }
+  std::printf("%-10s %-40s %12.0f %15.0f %7.3f\n", "tiny MLP", "log every 500: loss scaler / none", median(plain),
+              median(scaled), median(ratios));
+  rows.push_back({{"model", "tiny MLP"}, {"configuration", "log every 500: Trainer with a GradScaler / without"},
+                  {"unscaled_steps_per_second", median(plain)}, {"scaled_steps_per_second", median(scaled)},
+                  {"ratio", median(ratios)}});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -181,6 +203,7 @@ int main(int argc, char** argv) {
   nlohmann::ordered_json rows = nlohmann::ordered_json::array();
   std::printf("%-10s %-40s %12s %15s %7s\n", "model", "configuration", "hand steps/s", "trainer steps/s", "ratio");
   measure("tiny MLP", bench::tiny_mlp, tiny_data, epochs, repeats, rows);
+  measure_scaler(tiny_data, epochs, repeats, rows);
   measure("wide MLP", bench::wide_mlp, bench::clusters({256}), std::max<std::int64_t>(epochs / 4, 1), repeats, rows);
   measure("conv net", bench::conv_net, bench::clusters({1, 16, 16}), std::max<std::int64_t>(epochs / 4, 1), repeats,
           rows);

@@ -229,6 +229,7 @@ TORCHTRAIN_INLINE ResumePoint TrainerBase::begin_training(const RunPlan& plan, R
 
   context_.optimizer = optimizer.get();
   context_.lr_scheduler = lr_scheduler.get();
+  context_.grad_scaler = grad_scaler.get();
   train_info_ = train_loader;
   context_.train_dataloader = &train_info_;
   losses_.restore({loop.interval_loss, loop.total_loss});
