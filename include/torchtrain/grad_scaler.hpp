@@ -27,39 +27,47 @@ struct GradScalerState {
 /// divides the gradients by it before clipping and the optimizer step. A step whose gradients are not finite
 /// is skipped and the scale backed off; after `growth_interval` finite steps in a row the scale grows.
 ///
-/// Written with ordinary tensor operations, so it runs on any device: the division is folded into the
-/// clipping's own multiply, and the check reads the gradient norm the loop computes anyway (an inf or NaN in
-/// any gradient makes it non-finite), so a step costs one multiply of the loss, its backward, and one read
-/// of the norm on the host, which PyTorch's step() also waits for.
+/// Written with ordinary tensor operations, so it runs on any device, and kept cheap: the scale seeds the
+/// backward pass (what multiplying the loss does, without a node in the graph), the division is folded into the
+/// clipping's own multiply, and the check reads the gradient norm the loop computes anyway (an inf or NaN in any
+/// gradient makes it non-finite) once on the host, which PyTorch's step() also waits for.
 class GradScaler {
  public:
   using State = GradScalerState;
 
-  /// Throws ArgumentError for a scale that is not a positive finite number, growth_factor <= 1,
-  /// backoff_factor outside (0, 1) or growth_interval < 1.
+  /// Throws ArgumentError for a scale that is not a positive finite float32, growth_factor <= 1,
+  /// backoff_factor outside (0, 1), growth_interval < 1 or a growth tracker outside [0, growth_interval).
   explicit GradScaler(State initial = {}) { load_state(initial); }
 
-  /// The loss times the current scale, for backward().
+  /// The loss times the current scale.
   torch::Tensor scale(const torch::Tensor& loss) const { return loss * static_cast<double>(scale_); }
+
+  /// The gradients of scale(loss): backward() seeded with the scale.
+  void backward(const torch::Tensor& loss) { loss.backward(on_device(seed_, static_cast<double>(scale_), loss)); }
 
   /// Divides the gradients of `parameters` by the scale and, when `max_norm` > 0, clips them to that total L2
   /// norm, in one multiply per gradient. Returns the unscaled pre-clip norm (what grad_norm logs) and records
-  /// whether it is finite (step_skipped). Reads the norm on the host once.
+  /// whether it is finite (step_skipped).
   torch::Tensor unscale_and_clip(const std::vector<torch::Tensor>& parameters, double max_norm) {
     const auto grads = detail::defined_grads(parameters);
+    found_inf_ = false;
+    if (grads.empty()) return detail::norm_of(grads);
     const float inv_scale = static_cast<float>(1.0 / static_cast<double>(scale_));  // as PyTorch: float32(1/float64)
-    const torch::Tensor scaled_norm = detail::norm_of(grads);
-    const torch::Tensor norm = scaled_norm * inv_scale;
+    const torch::Tensor& inverse = on_device(inverse_, static_cast<double>(inv_scale), grads.front());
+    torch::Tensor norm = detail::norm_of(grads).mul_(inverse);
     const double value = norm.item<double>();
     found_inf_ = !std::isfinite(value);
-    if (found_inf_ || grads.empty()) return norm;
+    if (found_inf_) return norm;
     // float32 arithmetic, as the tensor expression clamp_max(max_norm / (norm + 1e-6), 1) of clipping
-    float factor = inv_scale;
-    if (max_norm > 0) {
-      const float clip = static_cast<float>(max_norm) / (static_cast<float>(value) + 1e-6f);
-      if (clip < 1.0f) factor = clip * inv_scale;
+    const float clip = max_norm > 0 ? static_cast<float>(max_norm) / (static_cast<float>(value) + 1e-6f) : 1.0f;
+    const torch::Tensor* factor = &inverse;
+    if (clip < 1.0f) {
+      if (!factor_.defined() || factor_.device() != inverse.device() || factor_.scalar_type() != inverse.scalar_type())
+        factor_ = torch::empty({}, inverse.options());
+      factor_.fill_(static_cast<double>(clip * inv_scale));
+      factor = &factor_;
     }
-    for (const auto& g : grads) g.mul_(static_cast<double>(factor));
+    for (const auto& g : grads) g.mul_(*factor);
     return norm;
   }
 
@@ -69,6 +77,7 @@ class GradScaler {
   /// After the step (skipped or not), PyTorch's update(): back off after a skip, grow after growth_interval
   /// finite steps in a row (unless the grown scale would not be finite).
   void update() {
+    const float before = scale_;
     if (found_inf_) {
       scale_ = scale_ * static_cast<float>(state_.backoff_factor);
       state_.growth_tracker = 0;
@@ -78,6 +87,7 @@ class GradScaler {
       state_.growth_tracker = 0;
     }
     found_inf_ = false;
+    if (scale_ != before) seed_ = inverse_ = torch::Tensor();
   }
 
   double get_scale() const { return static_cast<double>(scale_); }
@@ -103,12 +113,23 @@ class GradScaler {
     state_ = s;
     scale_ = static_cast<float>(s.scale);
     found_inf_ = false;
+    seed_ = inverse_ = torch::Tensor();
   }
 
  private:
+  // `cache` as a 0-dim tensor of `value` with the dtype and device of `like`, made again only when the scale
+  // changed (update() clears it) or `like` differs: a tensor made from a number per step would cost more than
+  // the multiply.
+  static const torch::Tensor& on_device(torch::Tensor& cache, double value, const torch::Tensor& like) {
+    if (!cache.defined() || cache.device() != like.device() || cache.scalar_type() != like.scalar_type())
+      cache = torch::full({}, value, like.options());
+    return cache;
+  }
+
   State state_;
   float scale_ = 65536.0f;  // float32, as PyTorch keeps it
   bool found_inf_ = false;
+  torch::Tensor seed_, inverse_, factor_;  // the scale, its inverse and the last clipped factor, on the device
 };
 
 }  // namespace torchtrain

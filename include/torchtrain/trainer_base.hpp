@@ -162,7 +162,7 @@ class TrainerBase {
   /// loss.backward(), of the loss times the scale when there is a grad_scaler (HF's accelerator.backward).
   void backward(const torch::Tensor& loss) const {
     if (grad_scaler)
-      grad_scaler->scale(loss).backward();
+      grad_scaler->backward(loss);
     else
       loss.backward();
   }

@@ -4,6 +4,8 @@
 //
 //   loop_overhead [--repeats N] [--json PATH]          the table: median steps/s and median ratio per row
 //   loop_overhead --single hand|trainer --epochs E     one run of the tiny MLP, for callgrind
+//   loop_overhead --only scaler [--repeats N]          the loss scaler's row alone: the Trainer with a
+//                                                      GradScaler against the Trainer without one
 //
 // Both sides run on one intra-op thread and are timed by that thread's CPU clock around the whole call (the
 // Trainer's set-up included), so other processes on the machine disturb the ratio far less than they would a
@@ -176,12 +178,13 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // rows appear as they are measured, also through a pipe
   int repeats = 7;
   std::int64_t epochs = 8;
-  std::string json_path = "loop_overhead.json", single;
+  std::string json_path = "loop_overhead.json", single, only;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--repeats")) repeats = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--epochs")) epochs = std::atoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--json")) json_path = argv[i + 1];
     else if (!std::strcmp(argv[i], "--single")) single = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
     else {
       std::fprintf(stderr, "loop_overhead: unknown option %s\n", argv[i]);
       return 2;
@@ -202,8 +205,12 @@ int main(int argc, char** argv) {
 
   nlohmann::ordered_json rows = nlohmann::ordered_json::array();
   std::printf("%-10s %-40s %12s %15s %7s\n", "model", "configuration", "hand steps/s", "trainer steps/s", "ratio");
-  measure("tiny MLP", bench::tiny_mlp, tiny_data, epochs, repeats, rows);
+  if (only != "scaler") measure("tiny MLP", bench::tiny_mlp, tiny_data, epochs, repeats, rows);
   measure_scaler(tiny_data, epochs, repeats, rows);
+  if (only == "scaler") {
+    std::ofstream(json_path) << rows.dump(2) << "\n";
+    return 0;
+  }
   measure("wide MLP", bench::wide_mlp, bench::clusters({256}), std::max<std::int64_t>(epochs / 4, 1), repeats, rows);
   measure("conv net", bench::conv_net, bench::clusters({1, 16, 16}), std::max<std::int64_t>(epochs / 4, 1), repeats,
           rows);
