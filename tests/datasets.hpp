@@ -1,4 +1,4 @@
-// Small data sets for the tests that train.
+// Small data sets, and the small model, of the tests that train.
 #pragma once
 
 #include <cstddef>
@@ -21,5 +21,15 @@ struct Blobs : torch::data::datasets::Dataset<Blobs> {
   }
   torch::optional<std::size_t> size() const override { return static_cast<std::size_t>(x.size(0)); }
 };
+
+/// A two-layer perceptron for Blobs' 4 features and 2 classes.
+struct MlpImpl : torch::nn::Module {
+  torch::nn::Linear fc1, fc2;
+  explicit MlpImpl(std::int64_t hidden = 16)
+      : fc1(register_module("fc1", torch::nn::Linear(4, hidden))),
+        fc2(register_module("fc2", torch::nn::Linear(hidden, 2))) {}
+  torch::Tensor forward(torch::Tensor x) { return fc2(torch::relu(fc1(x))); }
+};
+TORCH_MODULE(Mlp);
 
 }  // namespace tt_test

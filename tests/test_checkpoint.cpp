@@ -24,18 +24,10 @@
 namespace tt = torchtrain;
 namespace fs = std::filesystem;
 using tt_test::Blobs;
+using tt_test::Mlp;
 using tt_test::TempDir;
 
 namespace {
-
-struct MlpImpl : torch::nn::Module {
-  torch::nn::Linear fc1, fc2;
-  explicit MlpImpl(int64_t hidden = 16)
-      : fc1(register_module("fc1", torch::nn::Linear(4, hidden))),
-        fc2(register_module("fc2", torch::nn::Linear(hidden, 2))) {}
-  torch::Tensor forward(torch::Tensor x) { return fc2(torch::relu(fc1(x))); }
-};
-TORCH_MODULE(Mlp);
 
 // A stateful callback that counts steps and rejects a saved count of 999, as a corrupt state would be.
 struct StepCounter : tt::TrainerCallback {

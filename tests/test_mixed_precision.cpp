@@ -16,6 +16,7 @@
 
 namespace tt = torchtrain;
 using tt_test::Blobs;
+using tt_test::Mlp;
 using tt_test::TempDir;
 
 namespace {
@@ -35,16 +36,6 @@ struct ProbedImpl : torch::nn::Module {
   }
 };
 TORCH_MODULE(Probed);
-
-struct MlpImpl : torch::nn::Module {
-  torch::nn::Linear fc1{4, 16}, fc2{16, 2};
-  MlpImpl() {
-    register_module("fc1", fc1);
-    register_module("fc2", fc2);
-  }
-  torch::Tensor forward(torch::Tensor x) { return fc2(torch::relu(fc1(x))); }
-};
-TORCH_MODULE(Mlp);
 
 // A Trainer that keeps the dtypes of the losses and predictions compute_loss returns.
 struct DtypeTrainer : tt::Trainer<Probed, Blobs> {
@@ -211,6 +202,11 @@ TEST_CASE("GradScaler: PyTorch's defaults, growth after growth_interval finite s
   CHECK(fast.state().growth_tracker == 0);
   step(1);
   CHECK(fast.state().growth_tracker == 1);
+
+  // backward() gives the gradients of scale(loss), also for a loss of shape [1].
+  auto v = torch::tensor({1.0f, 3.0f}, torch::requires_grad());
+  tt::GradScaler(tt::GradScaler::State{4.0}).backward((v * v).sum().reshape({1}));
+  CHECK(torch::equal(v.grad(), torch::tensor({8.0f, 24.0f})));
 
   for (const tt::GradScaler::State bad : {tt::GradScaler::State{0.0}, tt::GradScaler::State{1e39},
                                           tt::GradScaler::State{1.0, 1.0}, tt::GradScaler::State{1.0, 2.0, 1.0},

@@ -13,19 +13,10 @@
 
 namespace tt = torchtrain;
 using tt_test::Blobs;
+using tt_test::Mlp;
 using tt_test::TempDir;
 
 namespace {
-
-struct MlpImpl : torch::nn::Module {
-  torch::nn::Linear fc1{4, 16}, fc2{16, 2};
-  MlpImpl() {
-    register_module("fc1", fc1);
-    register_module("fc2", fc2);
-  }
-  torch::Tensor forward(torch::Tensor x) { return fc2(torch::relu(fc1(x))); }
-};
-TORCH_MODULE(Mlp);
 
 // Returns named outputs, one of which is the loss.
 struct NamedImpl : torch::nn::Module {

@@ -42,8 +42,12 @@ class GradScaler {
   /// The loss times the current scale.
   torch::Tensor scale(const torch::Tensor& loss) const { return loss * static_cast<double>(scale_); }
 
-  /// The gradients of scale(loss): backward() seeded with the scale.
-  void backward(const torch::Tensor& loss) { loss.backward(on_device(seed_, static_cast<double>(scale_), loss)); }
+  /// The gradients of scale(loss): backward() seeded with the scale (a loss of one element but some dimensions,
+  /// such as [1], gets the seed in its shape).
+  void backward(const torch::Tensor& loss) {
+    const torch::Tensor& seed = on_device(seed_, static_cast<double>(scale_), loss);
+    loss.backward(loss.dim() == 0 ? seed : seed.expand(loss.sizes()));
+  }
 
   /// Divides the gradients of `parameters` by the scale and, when `max_norm` > 0, clips them to that total L2
   /// norm, in one multiply per gradient. Returns the unscaled pre-clip norm (what grad_norm logs) and records

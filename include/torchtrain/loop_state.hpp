@@ -43,7 +43,7 @@ struct LoopState {
     if (world_size > 1) j["world_size"] = world_size;
     j["last_logged_step"] = last_logged_step;
     j["learning_rate"] = learning_rate;
-    if (grad_norm) j["grad_norm"] = std::isfinite(*grad_norm) ? nlohmann::json(*grad_norm) : nlohmann::json(non_finite_text(*grad_norm));
+    if (grad_norm) j["grad_norm"] = std::isfinite(*grad_norm) ? nlohmann::json(*grad_norm) : non_finite_text(*grad_norm);
     j["epoch_end_pending"] = epoch_end_pending;
     if (!preemption_steps.empty()) j["preemption_steps"] = preemption_steps;
     if (grad_scaler)
@@ -93,7 +93,7 @@ struct LoopState {
       read(*it, "growth_interval", scaler.growth_interval, true);
       read(*it, "_growth_tracker", scaler.growth_tracker, true);
       try {
-        GradScaler{scaler};  // its own checks of the values
+        (void)GradScaler(scaler);  // its own checks of the values
       } catch (const ArgumentError& e) {
         throw FileFormatError(std::string("'grad_scaler': ") + e.what());
       }
@@ -103,9 +103,7 @@ struct LoopState {
   }
 
  private:
-  static std::string non_finite_text(double value) {
-    return std::isnan(value) ? "nan" : value > 0 ? "inf" : "-inf";
-  }
+  static nlohmann::json non_finite_text(double value) { return std::isnan(value) ? "nan" : value > 0 ? "inf" : "-inf"; }
   static double non_finite_value(const nlohmann::json& text) {
     const auto t = text.get<std::string>();
     if (t == "nan") return std::numeric_limits<double>::quiet_NaN();

@@ -58,7 +58,8 @@ inline void set_autocast_dtype(c10::DeviceType device, c10::ScalarType dtype) {
 }
 
 /// TF32 for CUDA matrix products (cuBLAS) and convolutions (cuDNN), as PyTorch's
-/// torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 (the same calls from 1.13 to 2.x).
+/// torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 set them (calls LibTorch has had
+/// since 1.7).
 inline void set_tf32(bool enabled) {
   at::globalContext().setAllowTF32CuBLAS(enabled);
   at::globalContext().setAllowTF32CuDNN(enabled);

@@ -435,10 +435,9 @@ TORCHTRAIN_INLINE torch::Device TrainerBase::choose_device(const TrainingArgumen
 }
 
 TORCHTRAIN_INLINE void TrainerBase::set_up_precision() const {
-  const std::string device = device_.is_cuda() ? "cuda" : device_.str();
   if (!device_.is_cuda()) {
-    if (args.fp16) throw ArgumentError("fp16 mixed precision requires a GPU (not '" + device + "').");
-    if (args.fp16_full_eval) throw ArgumentError("fp16_full_eval requires a GPU (not '" + device + "').");
+    if (args.fp16) throw ArgumentError("fp16 mixed precision requires a GPU (not '" + device_.str() + "').");
+    if (args.fp16_full_eval) throw ArgumentError("fp16_full_eval requires a GPU (not '" + device_.str() + "').");
     if (args.tf32.value_or(false))
       throw ArgumentError("--tf32 requires Ampere or a newer GPU arch, cuda>=11 and torch>=1.7");
   }
