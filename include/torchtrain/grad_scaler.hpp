@@ -4,9 +4,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
+#include <c10/util/StringUtil.h>
 #include <torch/types.h>
 
 #include "torchtrain/detail/clip_grad.hpp"
@@ -103,12 +105,14 @@ class GradScaler {
     return s;
   }
   void load_state(const State& s) {
-    if (!(s.scale > 0) || !std::isfinite(static_cast<float>(s.scale)))
-      throw ArgumentError("GradScaler: the scale must be a positive finite float32, got " + std::to_string(s.scale));
-    if (!(s.growth_factor > 1.0))
-      throw ArgumentError("GradScaler: growth_factor must be above 1, got " + std::to_string(s.growth_factor));
+    constexpr double kFloatMax = std::numeric_limits<float>::max();  // kept as float32, as PyTorch keeps the scale
+    if (!(s.scale > 0 && s.scale <= kFloatMax))
+      throw ArgumentError("GradScaler: the scale must be a positive finite float32, got " + c10::str(s.scale));
+    if (!(s.growth_factor > 1.0 && s.growth_factor <= kFloatMax))
+      throw ArgumentError("GradScaler: growth_factor must be above 1 (and a float32), got " +
+                          c10::str(s.growth_factor));
     if (!(s.backoff_factor > 0.0 && s.backoff_factor < 1.0))
-      throw ArgumentError("GradScaler: backoff_factor must be between 0 and 1, got " + std::to_string(s.backoff_factor));
+      throw ArgumentError("GradScaler: backoff_factor must be between 0 and 1, got " + c10::str(s.backoff_factor));
     if (s.growth_interval < 1)
       throw ArgumentError("GradScaler: growth_interval must be at least 1, got " + std::to_string(s.growth_interval));
     if (s.growth_tracker < 0 || s.growth_tracker >= s.growth_interval)
