@@ -36,10 +36,15 @@ double median_ns(const json& dispatch, const std::string& name) {
   throw std::runtime_error("dispatch results lack " + name);
 }
 
+// Rows of the loss scaler (loop_overhead) and of bf16 (real_models) compare the Trainer with itself.
+bool scaler_row(const json& r) { return r.contains("scaled_steps_per_second"); }
+bool bf16_row(const json& r) { return r.contains("bf16_samples_per_second"); }
+
 void loop_table(const json& rows, std::ostream& out) {
   out << "| model | configuration | hand-written steps/s | Trainer steps/s | ratio |\n|---|---|---:|---:|---:|\n";
   for (const auto& r : rows)
-    out << "| " << r.at("model").get<std::string>() << " | " << r.at("configuration").get<std::string>() << " | "
+    if (!scaler_row(r))
+      out << "| " << r.at("model").get<std::string>() << " | " << r.at("configuration").get<std::string>() << " | "
         << fixed(r.at("hand_written_steps_per_second"), 0) << " | " << fixed(r.at("trainer_steps_per_second"), 0)
         << " | " << fixed(r.at("ratio"), 3) << " |\n";
 }
@@ -64,9 +69,20 @@ int main(int argc, char** argv) {
     const double ratio = all["loop_overhead"].at(0).at("ratio");
     out << "| Trainer / hand-written steps/s, tiny MLP, log every 500 | " << fixed(ratio, 3) << " | ≥ 0.97 | "
         << verdict(ratio >= 0.97) << " |\n";
+    for (const auto& r : all["loop_overhead"])
+      if (scaler_row(r)) {
+        const double scaled = r.at("ratio");
+        out << "| Trainer with a `GradScaler` / without, steps/s, tiny MLP, log every 500 | " << fixed(scaled, 3)
+            << " | ≥ 0.97 | " << verdict(scaled >= 0.97) << " |\n";
+      }
   }
   if (all.contains("real_models")) {
     for (const auto& r : all["real_models"]) {
+      if (bf16_row(r)) {
+        out << "| bf16 / fp32 samples/s, " << r.at("model").get<std::string>() << " | " << fixed(r.at("ratio"), 2)
+            << " | published | |\n";
+        continue;
+      }
       const int workers = r.at("dataloader_num_workers");
       const double ratio = r.at("ratio"), goal = workers == 0 ? 0.98 : 1.0;
       out << "| Trainer / hand-written samples/s, " << r.at("model").get<std::string>()
@@ -113,9 +129,16 @@ int main(int argc, char** argv) {
            "| model | DataLoader workers | hand-written samples/s | Trainer samples/s | ratio |\n"
            "|---|---:|---:|---:|---:|\n";
     for (const auto& r : all["real_models"])
-      out << "| " << r.at("model").get<std::string>() << " | " << r.at("dataloader_num_workers") << " | "
-          << fixed(r.at("hand_written_samples_per_second"), 1) << " | " << fixed(r.at("trainer_samples_per_second"), 1)
-          << " | " << fixed(r.at("ratio"), 3) << " |\n";
+      if (!bf16_row(r))
+        out << "| " << r.at("model").get<std::string>() << " | " << r.at("dataloader_num_workers") << " | "
+            << fixed(r.at("hand_written_samples_per_second"), 1) << " | "
+            << fixed(r.at("trainer_samples_per_second"), 1) << " | " << fixed(r.at("ratio"), 3) << " |\n";
+    out << "\nThe same Trainer with bf16 autocast against float32:\n\n"
+           "| model | fp32 samples/s | bf16 samples/s | bf16 / fp32 |\n|---|---:|---:|---:|\n";
+    for (const auto& r : all["real_models"])
+      if (bf16_row(r))
+        out << "| " << r.at("model").get<std::string>() << " | " << fixed(r.at("fp32_samples_per_second"), 1) << " | "
+            << fixed(r.at("bf16_samples_per_second"), 1) << " | " << fixed(r.at("ratio"), 2) << " |\n";
   }
   if (all.contains("python") && all.contains("loop_overhead")) {
     const double python = all["python"].at("steps_per_second"),
