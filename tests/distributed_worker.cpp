@@ -9,8 +9,11 @@
 //   --resume                continue from the newest valid checkpoint in output_dir
 //   --sequences             tag the tokens of variable-length sequences (padded batches, labels padded with -100)
 //                           instead of classifying blobs
+//   --stream                read the blobs as stream datasets (needs --max_steps); --stream_examples_rank1 N
+//                           gives rank 1 a training stream of only the first N examples
 //
 // Errors print "distributed_worker: error: ..." and exit with status 2.
+#include <algorithm>
 #include <csignal>
 #include <cstdint>
 #include <cstdlib>
@@ -50,6 +53,29 @@ struct TokenSequences : torch::data::datasets::Dataset<TokenSequences> {
   }
   torch::data::Example<> get(std::size_t i) override { return {tokens[i], tokens[i].remainder(3)}; }
   torch::optional<std::size_t> size() const override { return tokens.size(); }
+};
+
+// The examples of a TensorDataset in order, as a stream that can save its position.
+struct BlobStream : torch::data::datasets::StatefulDataset<BlobStream, torch::data::Example<>> {
+  tt::data::TensorDataset examples;
+  std::int64_t length, next = 0;
+  BlobStream(tt::data::TensorDataset examples, std::int64_t length)
+      : examples(std::move(examples)), length(length) {}
+  torch::optional<torch::data::Example<>> get_batch(std::size_t n) override {
+    const auto count = std::min(static_cast<std::int64_t>(n), length - next);
+    if (count <= 0) return torch::nullopt;
+    torch::data::Example<> batch{examples.features().narrow(0, next, count), examples.labels().narrow(0, next, count)};
+    next += count;
+    return batch;
+  }
+  torch::optional<std::size_t> size() const override { return torch::nullopt; }
+  void reset() override { next = 0; }
+  void save(torch::serialize::OutputArchive& archive) const override { archive.write("next", torch::tensor(next)); }
+  void load(torch::serialize::InputArchive& archive) override {
+    torch::Tensor t;
+    archive.read("next", t);
+    next = t.item<std::int64_t>();
+  }
 };
 
 struct TaggerImpl : torch::nn::Module {
@@ -120,8 +146,9 @@ int train_and_dump(Trainer&& trainer, const WorkerOptions& o) {
 int run(int argc, char** argv) {
   std::string dump_dir, kill_ranks = "all";
   std::optional<std::int64_t> stop_at_step, kill_at_step;
-  bool resume = false, sequences = false;
+  bool resume = false, sequences = false, stream = false;
   std::int64_t train_samples = 96, eval_samples = 37;
+  std::optional<std::int64_t> stream_examples_rank1;
   tt::TrainingArguments defaults;
   defaults.disable_tqdm = true;
   defaults.learning_rate = 1e-2;
@@ -136,6 +163,8 @@ int run(int argc, char** argv) {
       .add_argument("kill_ranks", kill_ranks, "ranks that --kill_at_step applies to: all or a rank")
       .add_argument("resume", resume, "resume from the newest valid checkpoint")
       .add_argument("sequences", sequences, "tag variable-length token sequences instead of classifying blobs")
+      .add_argument("stream", stream, "read the blobs as streams")
+      .add_argument("stream_examples_rank1", stream_examples_rank1, "rank 1's training stream ends after this many")
       .add_argument("train_samples", train_samples, "training examples")
       .add_argument("eval_samples", eval_samples, "evaluation examples");
   auto parsed = parser.parse(argc, argv);
@@ -156,6 +185,12 @@ int run(int argc, char** argv) {
     return train_and_dump(tt::Trainer<Tagger, TokenSequences, TokenSequences, tt::data::PaddingCollator>(
                               Tagger(), parsed.args, TokenSequences(train_samples, 5), TokenSequences(eval_samples, 6)),
                           options);
+  if (stream) {
+    const auto train_length = rank == 1 && stream_examples_rank1 ? *stream_examples_rank1 : train_samples;
+    return train_and_dump(tt::Trainer(Net(), parsed.args, BlobStream(blobs(train_samples, 5), train_length),
+                                      BlobStream(blobs(eval_samples, 6), eval_samples)),
+                          options);
+  }
   return train_and_dump(tt::Trainer(Net(), parsed.args, blobs(train_samples, 5), blobs(eval_samples, 6)), options);
 }
 

@@ -340,3 +340,55 @@ TEST_CASE("Variable-length sequences: two ranks at batch 4 step as one process a
   }
   CHECK(compared == 6);
 }
+
+TEST_CASE("Streams: two ranks step as one process on the doubled batch, a SIGKILLed run resumes exactly, and a stream "
+          "that ends early on one rank ends the epoch on both",
+          "[distributed]") {
+  tt_test::TempDir dir("dist-stream");
+  // 96 examples: 6 steps a pass at 16 examples a step; 15 steps end in the third pass. Evaluation: 37 examples.
+  const std::string flags = "--stream --max_steps 15 --max_grad_norm 0.5 --eval_strategy steps --eval_steps 5";
+  const auto two = run_ranks(2, flags + " --per_device_train_batch_size 8", dir / "two", dir / "two-dump");
+  require_success(two);
+  const auto one = run_ranks(0, flags + " --per_device_train_batch_size 16", dir / "one", dir / "one-dump");
+  require_success(one);
+  require_equal_params(dir / "two-dump/params_0.pt", dir / "two-dump/params_1.pt", std::nullopt);
+  require_equal_params(dir / "two-dump/params_0.pt", dir / "one-dump/params_0.pt", 1e-5);
+  const auto r0 = result_of(dir / "two-dump", 0), single = result_of(dir / "one-dump", 0);
+  CHECK(r0["global_step"] == 15);
+  CHECK(r0["eval_accuracy"] == single["eval_accuracy"]);
+  CHECK(r0["eval_loss"].get<double>() == Approx(single["eval_loss"].get<double>()).margin(1e-5));
+  CHECK(r0["training_loss"].get<double>() == Approx(single["training_loss"].get<double>()).margin(1e-5));
+  CHECK(r0["log_history"].back()["epoch"].get<double>() == Approx(2.2));
+  // Each rank saved its own stream position, and the manifest lists both.
+  const auto manifest = torchtrain::CheckpointManifest::read(dir / "two/checkpoint-8/manifest.json");
+  CHECK(manifest.find("data_state_0.pt"));
+  CHECK(manifest.find("data_state_1.pt"));
+
+  {  // killed with SIGKILL and resumed, one process and two end with the uninterrupted weights
+    const std::string batch = " --per_device_train_batch_size 16";
+    const auto killed = run_ranks(0, flags + batch + " --kill_at_step 10", dir / "cut-one", dir / "cut-one-dump");
+    CHECK(WIFSIGNALED(killed.status[0]));
+    require_success(run_ranks(0, flags + batch + " --resume", dir / "cut-one", dir / "cut-one-dump"));
+    require_equal_params(dir / "one-dump/params_0.pt", dir / "cut-one-dump/params_0.pt", std::nullopt);
+
+    const auto killed_two = run_ranks(2, flags + " --per_device_train_batch_size 8 --kill_at_step 10", dir / "cut-two",
+                                      dir / "cut-two-dump");
+    for (int status : killed_two.status) CHECK(WIFSIGNALED(status));
+    require_success(run_ranks(2, flags + " --per_device_train_batch_size 8 --resume", dir / "cut-two", dir / "cut-two-dump"));
+    for (int r = 0; r < 2; ++r)
+      require_equal_params(dir / "two-dump" / ("params_" + std::to_string(r) + ".pt"),
+                           dir / "cut-two-dump" / ("params_" + std::to_string(r) + ".pt"), std::nullopt);
+  }
+
+  {  // rank 1's stream holds 40 examples: every pass ends after its 3 batches, on both ranks
+    const auto short_run = run_ranks(2, flags + " --per_device_train_batch_size 8 --max_steps 7 --stream_examples_rank1 40",
+                                     dir / "short", dir / "short-dump");
+    require_success(short_run);
+    for (int r = 0; r < 2; ++r) {
+      const auto result = result_of(dir / "short-dump", r);
+      CHECK(result["global_step"] == 7);
+      CHECK(result["log_history"].back()["epoch"].get<double>() == Approx(2.0 + 1.0 / 7.0));
+    }
+    require_equal_params(dir / "short-dump/params_0.pt", dir / "short-dump/params_1.pt", std::nullopt);
+  }
+}

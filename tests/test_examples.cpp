@@ -239,3 +239,33 @@ TEST_CASE("char_lm learns the Jargon File: held-out loss below 0.8 x the unigram
   CHECK(last_line(missing.output).find("install the Debian package jargon-text") != std::string::npos);
 }
 #endif
+
+#ifdef TORCHTRAIN_STREAM_CLASSIFIER
+TEST_CASE("stream_classifier generates a CSV, trains on it as a stream, and a resume continues from its position") {
+  tt_test::TempDir dir("stream-classifier");
+  const std::string base = std::string(TORCHTRAIN_STREAM_CLASSIFIER) + " --output_dir " + dir.str() + " --train_file " +
+                           (dir / "train.csv").string() + " --rows 3000 --shuffle_buffer 500 --report_to none" +
+                           " --per_device_train_batch_size 64 --save_steps 20 --eval_steps 40 --logging_steps 20";
+  const auto first = tt_test::run_command(base + " --max_steps 40");
+  INFO(first.output);
+  REQUIRE(first.status == 0);
+  CHECK(first.output.find("wrote 3000 rows to ") != std::string::npos);
+  const auto eval = nlohmann::json::parse(tt_test::read_file(dir / "eval_results.json"));
+  CHECK(eval["eval_accuracy"].get<double>() > 0.9);
+  CHECK(std::filesystem::exists(dir / "checkpoint-40" / "data_state.pt"));
+
+  // 3000 rows make 47 batches a pass: a longer run resumed at step 40 continues in the first pass, into the second.
+  const auto resumed = tt_test::run_command(base + " --max_steps 60 --resume_from_checkpoint true");
+  INFO(resumed.output);
+  REQUIRE(resumed.status == 0);
+  CHECK(resumed.output.find("wrote") == std::string::npos);  // the file is read, not generated again
+  CHECK(resumed.output.find("Resuming from checkpoint-40") != std::string::npos);
+  const auto state = nlohmann::json::parse(tt_test::read_file(dir / "trainer_state.json"));
+  CHECK(state["global_step"] == 60);
+  CHECK(state["epoch"].get<double>() == Approx(1.0 + 13.0 / 60.0));
+
+  const auto bad = tt_test::run_command(base + " --max_steps -1");
+  CHECK(bad.status == 2);
+  CHECK_THAT(bad.output, Catch::Contains("stream_classifier: error: The train_dataset does not implement __len__"));
+}
+#endif

@@ -143,6 +143,27 @@ TEST_CASE("README: a collator of one's own") {
   CHECK(trainer.evaluate().at("eval_loss").get<double>() < 0.5);
 }
 
+TEST_CASE("README: training from a CSV stream") {
+  tt_test::TempDir dir("readme-stream");
+  auto args = small_run(dir);
+  Blobs rows(500, 1), eval_set(32, 2);
+  const std::string csv = (dir / "train.csv").string();
+  std::string text = "a,b,c,d,label\n";
+  for (std::int64_t i = 0; i < 500; ++i) {
+    for (std::int64_t f = 0; f < 4; ++f) text += std::to_string(rows.x[i][f].item<float>()) + ",";
+    text += std::to_string(rows.y[i].item<std::int64_t>()) + "\n";
+  }
+  tt_test::write_file(csv, text);
+  tt::data::TextLineStreamOptions options;
+  options.shuffle_buffer = 10000;                // rows held to draw from at random; 0: the file's order
+  tt::data::CsvStream train_set(csv, options);  // TensorDataset::from_csv's layout, any size
+  args.max_steps = 200;                          // required: a stream has no length
+  tt::Trainer trainer(Net(), args, std::move(train_set), eval_set);
+  trainer.train();
+  CHECK(trainer.state.global_step == 200);
+  CHECK(trainer.evaluate().at("eval_loss").get<double>() < 0.5);
+}
+
 TEST_CASE("README: TrainingArguments set in C++") {
   tt::TrainingArguments args;
   args.output_dir = "runs/tagger";

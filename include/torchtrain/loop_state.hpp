@@ -36,6 +36,12 @@ struct LoopState {
   std::vector<std::int64_t> preemption_steps;
   /// The loss scaler's state, when the run has one: PyTorch's state_dict keys.
   std::optional<GradScaler::State> grad_scaler;
+  /// Training over a stream: the pass over it (the epoch) and the micro-batches taken from it in that pass.
+  struct StreamPosition {
+    std::int64_t epoch = 0;
+    std::int64_t batches = 0;
+  };
+  std::optional<StreamPosition> stream_position;
 
   /// The loop_state.json object; world_size only when it is above 1.
   nlohmann::json to_json() const {
@@ -52,6 +58,7 @@ struct LoopState {
                           {"backoff_factor", grad_scaler->backoff_factor},
                           {"growth_interval", grad_scaler->growth_interval},
                           {"_growth_tracker", grad_scaler->growth_tracker}};
+    if (stream_position) j["stream_position"] = {{"epoch", stream_position->epoch}, {"batches", stream_position->batches}};
     return j;
   }
 
@@ -98,6 +105,16 @@ struct LoopState {
         throw FileFormatError(std::string("'grad_scaler': ") + e.what());
       }
       s.grad_scaler = scaler;
+    }
+    if (const auto it = j.find("stream_position"); it != j.end()) {
+      if (!it->is_object()) throw FileFormatError("'stream_position' must be an object, got " + it->dump());
+      StreamPosition position;
+      read(*it, "epoch", position.epoch, true);
+      read(*it, "batches", position.batches, true);
+      if (position.epoch < 0 || position.batches < 0)
+        throw FileFormatError("'stream_position' must hold an epoch and a number of batches of at least 0, got " +
+                              it->dump());
+      s.stream_position = position;
     }
     return s;
   }

@@ -15,6 +15,8 @@ namespace torchtrain {
 struct ResumePoint {
   std::int64_t epochs_trained = 0;
   std::int64_t batches_to_skip = 0;
+  /// A stream's position was restored from the checkpoint: the epoch continues from it, nothing is skipped.
+  bool stream_restored = false;
 };
 
 /// The sizes HF's _inner_training_loop derives before it starts: an epoch is `batches_per_epoch` micro-batches
@@ -24,6 +26,8 @@ struct RunPlan {
   std::int64_t updates_per_epoch = 0;  // optimizer steps per epoch, at least 1
   std::int64_t max_steps = 0;
   std::int64_t num_train_epochs = 0;
+  /// Over a stream: an epoch ends when the stream does, so the epochs are as many as max_steps needs.
+  bool streaming = false;
 
   /// The position of `global_step` in this run's epochs (HF's epochs_trained and steps_trained_in_current_epoch);
   /// with ignore_data_skip the epoch starts from its first batch.
@@ -38,6 +42,12 @@ struct RunPlan {
 /// The plan of a run over a loader of `num_batches` micro-batches per process, from `num_examples`. Throws
 /// ArgumentError when the loader yields no batch.
 RunPlan plan_run(const TrainingArguments& args, std::size_t num_batches, std::size_t num_examples);
+
+/// The plan of a run over a stream, whose length is unknown, as Hugging Face plans one over an IterableDataset:
+/// max_steps updates, an epoch of at most max_steps x gradient_accumulation_steps micro-batches, and as many
+/// epochs as that takes (num_train_epochs is INT64_MAX, Python's sys.maxsize). Throws ArgumentError when
+/// max_steps is not set.
+RunPlan plan_stream_run(const TrainingArguments& args);
 
 }  // namespace torchtrain
 

@@ -17,6 +17,7 @@
 #include "torchtrain/data/collators.hpp"
 #include "torchtrain/data/data_loader.hpp"
 #include "torchtrain/data/epoch_sampler.hpp"
+#include "torchtrain/data/stream_loader.hpp"
 #include "torchtrain/detail/eval_accumulator.hpp"
 #include "torchtrain/detail/model_io.hpp"
 #include "torchtrain/model_init.hpp"
@@ -40,9 +41,16 @@ namespace torchtrain {
 template <class Model, class TrainDataset, class EvalDataset = TrainDataset,
           class Collator = data::DefaultDataCollator>
 class Trainer : public TrainerBase {
+  template <class Dataset>
+  using LoaderFor = std::conditional_t<data::is_stream_dataset<Dataset>::value, data::StreamLoader<Dataset, Collator>,
+                                       data::DataLoader<Dataset, Collator>>;
+
  public:
-  using TrainLoader = data::DataLoader<TrainDataset, Collator>;
-  using EvalLoader = data::DataLoader<EvalDataset, Collator>;
+  /// Stream datasets (see data::is_stream_dataset) are read in order; the others by index.
+  static constexpr bool kTrainStream = data::is_stream_dataset<TrainDataset>::value;
+  static constexpr bool kEvalStream = data::is_stream_dataset<EvalDataset>::value;
+  using TrainLoader = LoaderFor<TrainDataset>;
+  using EvalLoader = LoaderFor<EvalDataset>;
   using Batch = typename TrainLoader::Batch;
   static_assert(std::is_same_v<Batch, typename EvalLoader::Batch>,
                 "the training and evaluation datasets must collate to the same batch type");
@@ -64,6 +72,9 @@ class Trainer : public TrainerBase {
         eval_datasets_(std::move(eval_datasets)) {
     if (eval_datasets_.size() > 1 && eval_datasets_.count(""))
       throw ArgumentError("Trainer: eval dataset names must not be empty");
+    if (kTrainStream && train_dataset_ && this->args.max_steps <= 0)
+      throw ArgumentError("The train_dataset does not implement __len__, max_steps has to be specified. The number "
+                          "of steps needs to be known in advance for the learning rate scheduler.");
     finish_construction(std::move(callbacks));
   }
 
@@ -178,52 +189,130 @@ class Trainer : public TrainerBase {
       adopt_new_model();
     }
     const auto micro_batch_size = static_cast<std::size_t>(args.per_device_train_batch_size);
-    TrainLoader loader(*train_dataset_, data_collator, micro_batch_size, args.dataloader_drop_last,
-                       static_cast<std::size_t>(args.dataloader_num_workers), static_cast<std::size_t>(world_size()));
-    const RunPlan plan = plan_run(args, loader.num_batches(), loader.num_examples());
-    const ResumePoint start =
-        begin_training(plan, std::move(resume), {loader.num_batches(), loader.num_examples(), micro_batch_size});
+    open_train_loader(micro_batch_size);
+    const struct Close {
+      std::optional<TrainLoader>& loader;
+      ~Close() { loader.reset(); }  // a stream's reader thread stops with it
+    } close{train_loader_};
+    TrainLoader& loader = *train_loader_;
+    RunPlan plan;
+    DataLoaderInfo info{0, 0, micro_batch_size};  // a stream's length is unknown
+    std::optional<data::EpochSampler> sampler;
+    if constexpr (kTrainStream) {
+      plan = plan_stream_run(args);
+    } else {
+      plan = plan_run(args, loader.num_batches(), loader.num_examples());
+      info = {loader.num_batches(), loader.num_examples(), micro_batch_size};
+      sampler.emplace(train_sampler(loader.num_examples()));
+    }
+    const ResumePoint start = begin_training(plan, std::move(resume), info);
 
-    const data::EpochSampler sampler = train_sampler(loader.num_examples());
     const std::int64_t ga = args.gradient_accumulation_steps;
     const std::int64_t steps_in_epoch = plan.batches_per_epoch;
     for (std::int64_t epoch = start.epochs_trained; continue_epochs(epoch, plan); ++epoch) {
       const std::int64_t first_step = epoch == start.epochs_trained ? start.batches_to_skip : 0;
-      loader.start_epoch(sampler.indices(epoch), static_cast<std::size_t>(first_step));
+      if constexpr (kTrainStream) {
+        if (!(epoch == start.epochs_trained && start.stream_restored)) {
+          loader.start_epoch(epoch);
+          if (first_step > 0) {
+            warn_replaying_stream(epoch, first_step);
+            loader.skip(first_step);
+          }
+        }
+      } else {
+        loader.start_epoch(sampler->indices(epoch), static_cast<std::size_t>(first_step));
+      }
       handler_.on_epoch_begin(args, state, control, context_);
-      std::vector<Batch> window_batches;        // reused: no allocation per window
+      std::vector<Batch> window_batches;  // reused: no allocation per window
+      std::vector<std::int64_t> window_examples;
       std::vector<torch::Tensor> window_labels;
       torch::Tensor num_items_in_batch;
+      std::int64_t window = 0;
+      bool data_ended = false;  // a stream ended inside the current window
       for (std::int64_t step = first_step; step < steps_in_epoch; ++step) {
         const std::int64_t window_start = step - step % ga;
-        const std::int64_t window = std::min(ga, steps_in_epoch - window_start);
         if (step == window_start) {
-          handler_.on_step_begin(args, state, control, context_);
           // The whole window first, to count its label tokens (HF's get_batch_samples).
-          window_batches.clear();
+          const std::int64_t wanted = std::min(ga, steps_in_epoch - window_start);
+          window = read_window(loader, window_start, wanted, window_batches, window_examples);
+          if (window == 0) {  // the stream has ended
+            if (step == 0) stop_after_empty_epoch();
+            break;
+          }
+          data_ended = window < wanted;
+          handler_.on_step_begin(args, state, control, context_);
           window_labels.clear();
           for (std::int64_t k = 0; k < window; ++k) {
-            const auto first_example = static_cast<std::size_t>(window_start + k) * micro_batch_size;
-            const auto examples = std::min(micro_batch_size, loader.shard_size() - first_example);
-            count_train_samples(static_cast<std::int64_t>(examples));
-            window_batches.push_back(detail::to_device(loader.next(), device_));
-            window_labels.push_back(detail::labels_of(window_batches.back()));
-            count_input_tokens(detail::input_tokens(window_batches.back(), args.include_num_input_tokens_seen));
+            const Batch& batch = window_batches[static_cast<std::size_t>(k)];
+            count_train_samples(window_examples[static_cast<std::size_t>(k)]);
+            window_labels.push_back(detail::labels_of(batch));
+            count_input_tokens(detail::input_tokens(batch, args.include_num_input_tokens_seen));
           }
           num_items_in_batch = window_label_tokens(window_labels);
           current_gradient_accumulation_steps_ = window;
         }
         record_loss(training_step(model, window_batches.at(static_cast<std::size_t>(step - window_start)),
                                   num_items_in_batch));
-        if (step + 1 < window_start + window)
+        const bool window_done = step + 1 == window_start + window;
+        if (!window_done)
           handler_.on_substep_end(args, state, control, context_);
         else
           finish_update(epoch, step, steps_in_epoch);
-        if (stop_epoch()) break;
+        if (stop_epoch() || (window_done && data_ended)) break;
       }
       end_epoch();
     }
     return end_training(plan);
+  }
+
+  void open_train_loader(std::size_t batch_size) {
+    const auto workers = static_cast<std::size_t>(args.dataloader_num_workers);
+    const auto ranks = static_cast<std::size_t>(world_size());
+    if constexpr (kTrainStream)
+      train_loader_.emplace(*train_dataset_, data_collator, batch_size, workers, static_cast<std::size_t>(rank()), ranks);
+    else
+      train_loader_.emplace(*train_dataset_, data_collator, batch_size, args.dataloader_drop_last, workers, ranks);
+  }
+
+  // Reads up to `wanted` micro-batches of the window starting at micro-batch `window_start` onto the device,
+  // with each one's number of examples; returns how many it read. Only a stream can end early (on any rank).
+  std::int64_t read_window(TrainLoader& loader, std::int64_t window_start, std::int64_t wanted,
+                           std::vector<Batch>& batches, std::vector<std::int64_t>& examples) {
+    batches.clear();
+    examples.clear();
+    for (std::int64_t k = 0; k < wanted; ++k) {
+      if constexpr (kTrainStream) {
+        auto item = loader.next();
+        if (!item) break;
+        examples.push_back(static_cast<std::int64_t>(item->examples));
+        batches.push_back(detail::to_device(std::move(item->batch), device_));
+      } else {
+        const auto first_example = static_cast<std::size_t>(window_start + k) * loader.batch_size();
+        examples.push_back(static_cast<std::int64_t>(std::min(loader.batch_size(), loader.shard_size() - first_example)));
+        batches.push_back(detail::to_device(loader.next(), device_));
+      }
+    }
+    if constexpr (kTrainStream) {
+      const auto agreed = static_cast<std::size_t>(agreed_window(static_cast<std::int64_t>(batches.size())));
+      batches.erase(batches.begin() + static_cast<std::ptrdiff_t>(agreed), batches.end());
+      examples.resize(agreed);
+    }
+    return static_cast<std::int64_t>(batches.size());
+  }
+
+  std::optional<StreamState> train_stream_state() final {
+    if constexpr (kTrainStream) {
+      if (train_loader_) return StreamState{train_loader_->epoch(), train_loader_->batches_taken(), train_loader_->position()};
+    }
+    return std::nullopt;
+  }
+
+  bool restore_train_stream(std::int64_t epoch, std::int64_t batches, const std::string& position) final {
+    if constexpr (kTrainStream && data::has_stream_position<TrainDataset>::value) {
+      train_loader_->restore(epoch, batches, position);
+      return true;
+    }
+    return false;
   }
 
   // The order of each epoch's examples, from args.train_sampling_strategy.
@@ -240,15 +329,6 @@ class Trainer : public TrainerBase {
   EvalLoopOutput evaluation_loop(EvalDataset& dataset, const std::vector<std::string>& ignore_keys,
                                  const std::string& prefix, bool keep_predictions) {
     const auto started = std::chrono::steady_clock::now();
-    EvalLoader loader(dataset, data_collator, static_cast<std::size_t>(args.per_device_eval_batch_size),
-                      /*drop_last=*/false, static_cast<std::size_t>(args.dataloader_num_workers));
-    std::vector<std::size_t> order = evaluation_order(loader.num_examples());
-    const std::size_t order_size = order.size();
-    const std::size_t num_batches = (order_size + loader.batch_size() - 1) / loader.batch_size();
-    eval_info_ = {num_batches, loader.num_examples(), loader.batch_size()};
-    context_.eval_dataloader = &eval_info_;
-    loader.start_epoch(std::move(order));
-
     const FullPrecisionEval full_precision(*this);
     const bool was_training = model->is_training();
     model->eval();
@@ -260,11 +340,11 @@ class Trainer : public TrainerBase {
     const bool keep_inputs = includes_for_metrics("inputs"), keep_losses = includes_for_metrics("loss");
     const auto flush_every = args.eval_accumulation_steps.value_or(0);
     torch::Tensor loss_sum;
-    for (std::size_t b = 0; b < num_batches; ++b) {
-      Batch batch = detail::to_device(loader.next(), device_);
+    std::size_t num_batches = 0;
+    // One batch of `rows` examples (the last one may be partial).
+    auto evaluate_batch = [&](Batch batch, std::int64_t rows) {
+      batch = detail::to_device(std::move(batch), device_);
       auto step = prediction_step(model, batch, prediction_loss_only, ignore_keys);
-      // The batch's own number of examples: the last one may be partial.
-      const auto rows = static_cast<std::int64_t>(std::min(loader.batch_size(), order_size - b * loader.batch_size()));
       if (step.loss.defined()) {
         auto weighted = step.loss.to(torch::kDouble) * static_cast<double>(rows);
         loss_sum = loss_sum.defined() ? loss_sum + weighted : weighted;
@@ -279,15 +359,43 @@ class Trainer : public TrainerBase {
         for (const auto& [key, value] : step.outputs) outputs.try_emplace(key, key).first->second.add(value);
       }
       handler_.on_prediction_step(args, state, control, context_);
-      if (flush_every > 0 && (static_cast<std::int64_t>(b) + 1) % flush_every == 0) {
+      ++num_batches;
+      if (flush_every > 0 && static_cast<std::int64_t>(num_batches) % flush_every == 0) {
         for (auto* kept : {&predictions, &labels, &inputs, &losses}) kept->to_cpu();
         for (auto& [key, kept] : outputs) kept.to_cpu();
       }
+    };
+    const auto batch_size = static_cast<std::size_t>(args.per_device_eval_batch_size);
+    const auto workers = static_cast<std::size_t>(args.dataloader_num_workers);
+    std::size_t num_samples = 0;  // over every process
+    if constexpr (kEvalStream) {
+      EvalLoader loader(dataset, data_collator, batch_size, workers, static_cast<std::size_t>(rank()),
+                        static_cast<std::size_t>(world_size()));
+      eval_info_ = {0, 0, batch_size};  // a stream's length is unknown until it ends
+      context_.eval_dataloader = &eval_info_;
+      loader.rewind();
+      std::size_t examples = 0;
+      while (auto item = loader.next()) {
+        examples += item->examples;
+        evaluate_batch(std::move(item->batch), static_cast<std::int64_t>(item->examples));
+      }
+      num_samples = examples_over_ranks(examples);
+      eval_info_ = {num_batches, num_samples, batch_size};
+    } else {
+      EvalLoader loader(dataset, data_collator, batch_size, /*drop_last=*/false, workers);
+      std::vector<std::size_t> order = evaluation_order(loader.num_examples());
+      const std::size_t order_size = order.size();
+      const std::size_t batches = (order_size + batch_size - 1) / batch_size;
+      eval_info_ = {batches, loader.num_examples(), batch_size};
+      context_.eval_dataloader = &eval_info_;
+      loader.start_epoch(std::move(order));
+      for (std::size_t b = 0; b < batches; ++b)
+        evaluate_batch(loader.next(), static_cast<std::int64_t>(std::min(batch_size, order_size - b * batch_size)));
+      num_samples = loader.num_examples();
     }
     if (was_training) model->train();
 
     EvalLoopOutput result;
-    const std::size_t num_samples = loader.num_examples();
     EvalPrediction all{predictions.result(), labels.result(), inputs.result(), losses.result(), {}};
     for (auto& [key, kept] : outputs) all.outputs.emplace(key, kept.result());
     if (!prediction_loss_only) {  // distributed, every rank gets the whole set's outputs and computes the same metrics
@@ -309,6 +417,7 @@ class Trainer : public TrainerBase {
 
   std::optional<TrainDataset> train_dataset_;
   std::map<std::string, EvalDataset> eval_datasets_;  // key "" for a single, unnamed eval dataset
+  std::optional<TrainLoader> train_loader_;            // while train() runs
 };
 
 template <class M, class T>

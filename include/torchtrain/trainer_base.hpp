@@ -37,6 +37,9 @@ namespace torchtrain {
 
 class PreemptionGuard;
 class ProcessGroup;
+namespace checkpoint {
+struct ValidCheckpoint;
+}
 
 class TrainerBase {
  public:
@@ -130,6 +133,21 @@ class TrainerBase {
   /// Evaluates every eval set (what evaluate() does without a data set).
   virtual Metrics evaluate_eval_sets(const std::vector<std::string>& ignore_keys) = 0;
 
+  /// Where training over a stream stands: the pass over it (the epoch), the micro-batches taken in that pass,
+  /// and the stream's saved position when it can save one.
+  struct StreamState {
+    std::int64_t epoch = 0;
+    std::int64_t batches = 0;
+    std::optional<std::string> position;
+  };
+  /// While training over a stream, its state; nothing for a map-style dataset.
+  virtual std::optional<StreamState> train_stream_state() { return std::nullopt; }
+  /// Puts the training stream at `position`, saved after `batches` micro-batches of pass `epoch`.
+  /// Returns false when the stream cannot restore a position.
+  virtual bool restore_train_stream(std::int64_t /*epoch*/, std::int64_t /*batches*/, const std::string& /*position*/) {
+    return false;
+  }
+
   /// The end of the constructor: the callback list (DefaultFlowCallback, the reporters, the user's, then the
   /// progress display), the device and process group, and on_init_end.
   void finish_construction(std::vector<CallbackPtr> callbacks);
@@ -149,6 +167,21 @@ class TrainerBase {
     return epoch < plan.num_train_epochs && !control.should_training_stop && state.global_step < plan.max_steps &&
            !preempted_by_;
   }
+
+  /// An epoch that yielded no batch at all (a stream that is empty, or shorter than the run needs) stops the
+  /// training, with Hugging Face's warning.
+  void stop_after_empty_epoch();
+
+  /// Distributed, the fewest micro-batches any rank could read for the current window: a stream that ends on
+  /// one rank ends the epoch on all of them. Else `read`.
+  std::int64_t agreed_window(std::int64_t read);
+
+  /// Distributed, the examples of every rank together; else `examples`.
+  std::size_t examples_over_ranks(std::size_t examples);
+
+  /// A resume from a stream that cannot save its position reads and drops the batches before the checkpoint,
+  /// with a warning that says so (Hugging Face's behaviour for every iterable dataset).
+  void warn_replaying_stream(std::int64_t epoch, std::int64_t batches) const;
 
   /// Whether the batch loop of an epoch stops after the current micro-batch.
   bool stop_epoch() const { return preempted_by_ || control.should_epoch_stop || control.should_training_stop; }
@@ -254,6 +287,7 @@ class TrainerBase {
     stay_stopped,   // a resumed checkpoint had stopped its run
     preempted,      // a signal asked the run to stop after its checkpoint
     already_saved,  // the pending epoch end of a resume: its save was the checkpoint itself
+    empty_epoch,    // an epoch without a single batch
     save_new_best,  // save_strategy best: the evaluation found a new best metric...
     no_new_best,    // ...or did not
   };
@@ -290,6 +324,10 @@ class TrainerBase {
   void create_scheduler(std::int64_t max_steps);
 
   static bool saved_stop_flag(const TrainerState& saved);
+
+  // A stream's place in a checkpoint (loop_state.json and this process's data_state file), or nothing when the
+  // checkpoint has none; the position only when the stream is to continue from it.
+  std::optional<StreamState> saved_stream_position(const checkpoint::ValidCheckpoint& saved) const;
 
   void warn_if_no_default_flow() const;
 

@@ -15,7 +15,8 @@ using Metrics = nlohmann::ordered_json;
 /// One log() call: keys in insertion order, values are numbers or strings.
 using LogEntry = nlohmann::ordered_json;
 
-/// The shape of a data loader, as callbacks see it.
+/// The shape of a data loader, as callbacks see it. A stream's length is unknown: num_batches and num_samples
+/// are 0 during training, and an evaluation's are filled in once it has read the stream.
 struct DataLoaderInfo {
   std::size_t num_batches = 0;  // batches per pass over the data (per process when distributed)
   std::size_t num_samples = 0;  // examples in the whole data set

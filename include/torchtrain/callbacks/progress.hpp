@@ -211,6 +211,12 @@ class ProgressCallback : public TrainerCallback, private detail::LiveDisplay {
   // takes what the rest leaves, and the line is cut when even that does not fit.
   static std::string render(const Bar& bar, Clock::time_point now, int columns) {
     const double elapsed = std::chrono::duration<double>(now - bar.started).count();
+    if (bar.total <= 0) {  // a stream, whose length is unknown: "desc 3it [00:01, 2.50it/s]", as tqdm
+      char text[160];
+      std::snprintf(text, sizeof text, "%lldit [%s, %.2fit/s]", static_cast<long long>(bar.current),
+                    detail::format_duration(elapsed).c_str(), bar.rate);
+      return (bar.description + text).substr(0, static_cast<std::size_t>(std::max(columns - 1, 0)));
+    }
     const double fraction =
         bar.total > 0 ? std::clamp(static_cast<double>(bar.current) / static_cast<double>(bar.total), 0.0, 1.0)
                       : 0.0;

@@ -37,6 +37,12 @@ inline std::string rng_file_name(int rank, int world_size) {
   return world_size > 1 ? "rng_state_" + std::to_string(rank) + ".pt" : kRngFile;
 }
 
+/// The position of a stream dataset (its save() archive) of process `rank`: data_state.pt alone,
+/// data_state_<rank>.pt in a distributed run.
+inline std::string data_state_file_name(int rank, int world_size) {
+  return world_size > 1 ? "data_state_" + std::to_string(rank) + ".pt" : "data_state.pt";
+}
+
 /// checkpoint-<N> -> N, or nothing for other names.
 inline std::optional<std::int64_t> checkpoint_step(const fs::path& folder) {
   constexpr std::string_view prefix = "checkpoint-";

@@ -6,8 +6,10 @@
 #include <exception>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
@@ -57,15 +59,19 @@ using detail::write_file_atomically;
 /// could not be written; the staging folder is removed and earlier checkpoints are untouched.
 ///
 /// In a distributed run every rank calls it with its `group`: rank 0 creates the staging folder, every rank
-/// writes its random state into it, and rank 0 lists all of them in the manifest and renames the folder once
-/// they are all written; every rank returns once the checkpoint is complete.
+/// writes its random state (and its `data_state`) into it, and rank 0 lists all of them in the manifest and
+/// renames the folder once they are all written; every rank returns once the checkpoint is complete.
+/// `data_state`, a stream dataset's saved position, is written as data_state_file_name's file; every rank has
+/// one or none does.
 inline void save(const fs::path& folder, const TrainingArguments& args, const TrainerState& state,
                  const torch::nn::Module& model, const torch::optim::Optimizer* optimizer,
-                 const LRScheduler* scheduler, const nlohmann::json& loop_state, const SaveGroup& group = {}) {
+                 const LRScheduler* scheduler, const nlohmann::json& loop_state, const SaveGroup& group = {},
+                 const std::optional<std::string>& data_state = std::nullopt) {
   const fs::path parent = folder.parent_path();
   const fs::path staging = detail::staging_sibling(folder);
   const bool distributed = group.world_size > 1;
   const std::string rng_file = rng_file_name(group.rank, group.world_size);
+  const std::string data_file = data_state_file_name(group.rank, group.world_size);
   // Writes one file of the checkpoint with `fill(file)`, flushed to disk; returns its size and checksum.
   auto write = [&](const std::string& name, auto&& fill) {
     detail::DurableFile file(staging / name);
@@ -75,12 +81,16 @@ inline void save(const fs::path& folder, const TrainingArguments& args, const Tr
     return sum;
   };
   auto write_rng = [&](detail::DurableFile& file) { detail::save_rng_states(file.sink()); };
+  auto write_data = [&](detail::DurableFile& file) { file.write(data_state->data(), data_state->size()); };
   if (distributed && group.rank != 0) {
     group.barrier("waiting for rank 0 to create " + staging.string());
+    std::string stage = rng_file;
     try {
       write(rng_file, write_rng);
+      stage = data_file;
+      if (data_state) write(data_file, write_data);
     } catch (const std::exception& e) {
-      throw CheckpointError("cannot save checkpoint " + folder.string() + ": " + rng_file + ": " +
+      throw CheckpointError("cannot save checkpoint " + folder.string() + ": " + stage + ": " +
                             detail::error_text(e) + "; the checkpoints saved before it are untouched");
     }
     group.barrier("writing the random states into " + staging.string());
@@ -108,14 +118,16 @@ inline void save(const fs::path& folder, const TrainingArguments& args, const Tr
     if (optimizer) write_archive(kOptimizerFile, [&](auto& archive) { optimizer->save(archive); });
     if (scheduler) write_text(kSchedulerFile, scheduler->state_dict().dump(2) + "\n");
     manifest.add(rng_file, write(rng_file, write_rng));
+    if (data_state) manifest.add(data_file, write(data_file, write_data));
     write_text(kLoopStateFile, loop_state.dump(2) + "\n");
     write_text(kTrainingArgsFile, args.to_json_string());
     write_text(kTrainerStateFile, state.to_json_string());
     if (distributed) {
       group.barrier("writing the random states into " + staging.string());
       for (int r = 1; r < group.world_size; ++r) {  // written and flushed by their own processes
-        const std::string name = rng_file_name(r, group.world_size);
-        manifest.add(name, detail::crc32c_of_file((staging / name).string()));
+        std::vector<std::string> names{rng_file_name(r, group.world_size)};
+        if (data_state) names.push_back(data_state_file_name(r, group.world_size));
+        for (const auto& name : names) manifest.add(name, detail::crc32c_of_file((staging / name).string()));
       }
     }
     manifest.write(staging);  // last: a manifest that agrees with the files proves they are complete

@@ -2,10 +2,7 @@
 // TensorDataset: examples held in two tensors, features and labels, built in memory or read from a CSV file.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,6 +10,7 @@
 #include <torch/data/datasets/base.h>
 #include <torch/types.h>
 
+#include "torchtrain/detail/csv_row.hpp"
 #include "torchtrain/detail/device_transfer.hpp"
 #include "torchtrain/detail/text_file.hpp"
 #include "torchtrain/errors.hpp"
@@ -37,7 +35,8 @@ class TensorDataset : public torch::data::datasets::Dataset<TensorDataset> {
   static TensorDataset from_csv_text(const std::string& text, const std::string& source) {
     std::vector<float> features;
     std::vector<std::int64_t> labels;
-    std::size_t columns = 0, line_number = 0, pos = 0;
+    std::vector<double> values;
+    std::size_t columns = 0, cells = 0, line_number = 0, pos = 0;
     while (pos < text.size()) {
       std::size_t end = text.find('\n', pos);
       if (end == std::string::npos) end = text.size();
@@ -46,40 +45,17 @@ class TensorDataset : public torch::data::datasets::Dataset<TensorDataset> {
       ++line_number;
       if (!line.empty() && line.back() == '\r') line.pop_back();
       if (line.find_first_not_of(" \t") == std::string::npos) continue;
-      std::vector<std::string> cells = split(line);
-      std::vector<double> values;
-      bool numeric = true;
-      for (const auto& cell : cells) {
-        double v = 0;
-        if (!parse_number(cell, v)) {
-          numeric = false;
-          break;
-        }
-        values.push_back(v);
-      }
-      const bool first_row = columns == 0;
-      if (!numeric && first_row && labels.empty()) {  // a header
-        columns = cells.size();
+      const bool numeric = detail::parse_csv_numbers(line, values, cells);
+      if (!numeric && columns == 0 && labels.empty()) {  // a header
+        columns = cells;
         continue;
       }
-      auto where = [&] { return source + ":" + std::to_string(line_number) + ": "; };
-      if (!numeric) throw FileFormatError(where() + "a value is not a number: '" + line + "'");
-      if (columns == 0) columns = cells.size();
-      if (cells.size() < 2) throw FileFormatError(where() + "a row needs at least one feature and a label");
-      if (cells.size() != columns)
-        throw FileFormatError(where() + "expected " + std::to_string(columns) + " columns, found " +
-                              std::to_string(cells.size()));
-      for (std::size_t i = 0; i + 1 < values.size(); ++i)
-        if (std::abs(values[i]) > std::numeric_limits<float>::max())
-          throw FileFormatError(where() + "feature " + std::to_string(i + 1) + " (" + cells[i] +
-                                ") is too large for a 32-bit float; rescale the column");
-      // Class indices above 2^53 cannot even be told apart as doubles, let alone be an output layer's size.
-      const double label = values.back();
-      if (label < 0 || label != std::floor(label) || label > 0x1p53)
-        throw FileFormatError(where() + "the label (last column) must be a whole number from 0 to 2^53, found " +
-                              cells.back());
-      features.insert(features.end(), values.begin(), values.end() - 1);
-      labels.push_back(static_cast<std::int64_t>(label));
+      if (!numeric)
+        throw FileFormatError(detail::csv_where(source, static_cast<std::int64_t>(line_number)) +
+                              "a value is not a number: '" + line + "'");
+      if (columns == 0) columns = cells;
+      labels.push_back(detail::append_classification_row(values, columns, line, source,
+                                                         static_cast<std::int64_t>(line_number), features));
     }
     if (labels.empty()) throw FileFormatError(source + ": the file has no data rows");
     const auto rows = static_cast<std::int64_t>(labels.size());
@@ -106,27 +82,6 @@ class TensorDataset : public torch::data::datasets::Dataset<TensorDataset> {
   std::int64_t num_classes() const { return labels_.max().item<std::int64_t>() + 1; }
 
  private:
-  static std::vector<std::string> split(const std::string& line) {
-    std::vector<std::string> cells;
-    std::size_t start = 0;
-    for (;;) {
-      const std::size_t comma = line.find(',', start);
-      cells.push_back(line.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-      if (comma == std::string::npos) return cells;
-      start = comma + 1;
-    }
-  }
-
-  static bool parse_number(const std::string& cell, double& out) {
-    const auto first = cell.find_first_not_of(" \t");
-    if (first == std::string::npos) return false;
-    const auto last = cell.find_last_not_of(" \t");
-    const std::string trimmed = cell.substr(first, last - first + 1);
-    char* end = nullptr;
-    out = std::strtod(trimmed.c_str(), &end);
-    return end == trimmed.c_str() + trimmed.size() && std::isfinite(out);
-  }
-
   torch::Tensor features_, labels_;
 };
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "torchtrain/detail/compiled.hpp"
@@ -32,6 +33,19 @@ TORCHTRAIN_INLINE RunPlan plan_run(const TrainingArguments& args, std::size_t nu
         static_cast<std::int64_t>(std::ceil(args.num_train_epochs * static_cast<double>(plan.updates_per_epoch)));
     plan.num_train_epochs = static_cast<std::int64_t>(std::ceil(args.num_train_epochs));
   }
+  return plan;
+}
+
+TORCHTRAIN_INLINE RunPlan plan_stream_run(const TrainingArguments& args) {
+  if (args.max_steps <= 0)
+    throw ArgumentError("args.max_steps must be set to a positive value if dataloader does not have a length, was " +
+                        std::to_string(args.max_steps));
+  RunPlan plan;
+  plan.max_steps = args.max_steps;
+  plan.updates_per_epoch = args.max_steps;
+  plan.batches_per_epoch = args.max_steps * args.gradient_accumulation_steps;
+  plan.num_train_epochs = std::numeric_limits<std::int64_t>::max();
+  plan.streaming = true;
   return plan;
 }
 

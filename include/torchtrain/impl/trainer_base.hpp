@@ -196,6 +196,16 @@ TORCHTRAIN_INLINE ResumePoint TrainerBase::begin_training(const RunPlan& plan, R
   if (resume) {
     auto resumed = checkpoint::resolve(resume.latest(), resume.path(), args.output_dir);
     const std::filesystem::path folder = resumed.folder;
+    const auto stream = plan.streaming ? saved_stream_position(resumed) : std::nullopt;
+    if (stream && stream->position) {  // first: a position the stream rejects changes nothing else
+      try {
+        start.stream_restored = restore_train_stream(stream->epoch, stream->batches, *stream->position);
+      } catch (const std::exception& e) {
+        throw CheckpointError("cannot load checkpoint " + folder.string() + ": " +
+                              checkpoint::data_state_file_name(rank(), world_size()) + ": " + detail::error_text(e) +
+                              "; nothing was changed");
+      }
+    }
     // All or nothing: if the callbacks reject their states, the model and optimizer are put back too.
     auto loaded = checkpoint::load(
         std::move(resumed), module(), optimizer.get(), lr_scheduler.get(),
@@ -215,7 +225,12 @@ TORCHTRAIN_INLINE ResumePoint TrainerBase::begin_training(const RunPlan& plan, R
     LoopState defaults;  // what an older checkpoint leaves out
     defaults.last_logged_step = state.global_step;
     loop = LoopState::from_json(loaded.loop_state, defaults);
-    start = plan.resume_point(state.global_step, args.ignore_data_skip, args.gradient_accumulation_steps);
+    if (stream) {
+      start.epochs_trained = stream->epoch;
+      start.batches_to_skip = stream->batches;
+    } else {
+      start = plan.resume_point(state.global_step, args.ignore_data_skip, args.gradient_accumulation_steps);
+    }
     warn_if_world_size_changed(folder, loop.world_size, start);
     if (rank() == 0)
       detail::inform("Resuming from " + folder.filename().string() + " (global step " +
@@ -262,6 +277,60 @@ TORCHTRAIN_INLINE ResumePoint TrainerBase::begin_training(const RunPlan& plan, R
     end_epoch();
   }
   return start;
+}
+
+TORCHTRAIN_INLINE std::optional<TrainerBase::StreamState> TrainerBase::saved_stream_position(
+    const checkpoint::ValidCheckpoint& saved) const {
+  const auto loop_text = saved.contents(checkpoint::kLoopStateFile);
+  if (!loop_text) return std::nullopt;
+  const LoopState loop = [&] {
+    try {
+      return LoopState::from_json(nlohmann::json::parse(*loop_text));
+    } catch (const std::exception& e) {
+      throw CheckpointError("cannot load checkpoint " + saved.folder.string() + ": " + checkpoint::kLoopStateFile +
+                            ": " + detail::error_text(e) + "; nothing was changed");
+    }
+  }();
+  // A checkpoint of a map-style run: the position comes from global_step, as Hugging Face has it.
+  if (!loop.stream_position) return std::nullopt;
+  StreamState position{loop.stream_position->epoch, args.ignore_data_skip ? 0 : loop.stream_position->batches, {}};
+  // Another number of processes read other shares of the stream: the position is replayed instead.
+  const auto file = checkpoint::data_state_file_name(rank(), world_size());
+  if (position.batches > 0 && loop.world_size == world_size())
+    if (const auto bytes = saved.contents(file)) position.position = std::string(*bytes);
+  return position;
+}
+
+TORCHTRAIN_INLINE void TrainerBase::stop_after_empty_epoch() {
+  detail::warn("There seems not to be a single sample in your epoch_iterator, stopping training at step " +
+               std::to_string(state.global_step) +
+               "! This is expected if you're using an IterableDataset and set num_steps (" +
+               std::to_string(state.max_steps) + ") higher than the number of available samples.");
+  loop_decides(LoopDecision::empty_epoch);
+}
+
+TORCHTRAIN_INLINE std::int64_t TrainerBase::agreed_window(std::int64_t read) {
+  if (!group_) return read;
+  auto count = torch::tensor(std::vector<std::int64_t>{read}, torch::kLong).to(group_->device());
+  group_->all_reduce(count, "agreeing on the batches the stream still has", c10d::ReduceOp::MIN);
+  return count.to(torch::kCPU).item<std::int64_t>();
+}
+
+TORCHTRAIN_INLINE std::size_t TrainerBase::examples_over_ranks(std::size_t examples) {
+  if (!group_) return examples;
+  auto count = torch::tensor(std::vector<std::int64_t>{static_cast<std::int64_t>(examples)}, torch::kLong);
+  count = count.to(group_->device());
+  group_->all_reduce(count, "counting the evaluation examples");
+  return static_cast<std::size_t>(count.to(torch::kCPU).item<std::int64_t>());
+}
+
+TORCHTRAIN_INLINE void TrainerBase::warn_replaying_stream(std::int64_t epoch, std::int64_t batches) const {
+  if (rank() != 0) return;
+  detail::warn("The train dataset is a stream without a saved position (it has no save() and load()): resuming "
+               "reads and drops its first " + std::to_string(batches) + " batches of epoch " +
+               std::to_string(epoch) +
+               ", which takes as long as reading them. Give the dataset save() and load() (LibTorch's "
+               "StatefulDataset) to resume at once, or set ignore_data_skip to start the epoch from its beginning.");
 }
 
 TORCHTRAIN_INLINE void TrainerBase::finish_update(std::int64_t epoch, std::int64_t step, std::int64_t steps_in_epoch) {
@@ -416,6 +485,7 @@ TORCHTRAIN_INLINE void TrainerBase::loop_decides(LoopDecision decision) {
   switch (decision) {
     case LoopDecision::stay_stopped:
     case LoopDecision::preempted:
+    case LoopDecision::empty_epoch:
       control.should_training_stop = true;
       break;
     case LoopDecision::save_new_best:
@@ -701,8 +771,11 @@ TORCHTRAIN_INLINE void TrainerBase::save_checkpoint(Boundary where, bool preempt
   loop.epoch_end_pending =
       where == Boundary::last_step_of_epoch || (where == Boundary::step && control.should_training_stop);
   loop.preemption_steps = preemption_steps_;
+  auto stream = train_stream_state();
+  if (stream) loop.stream_position = LoopState::StreamPosition{stream->epoch, stream->batches};
   checkpoint::save(folder, args, state, module(), args.save_only_model ? nullptr : optimizer.get(),
-                   args.save_only_model ? nullptr : lr_scheduler.get(), loop.to_json(), ranks);
+                   args.save_only_model ? nullptr : lr_scheduler.get(), loop.to_json(), ranks,
+                   stream ? std::move(stream->position) : std::nullopt);
   last_saved_step_ = state.global_step;
   if (state.is_world_process_zero) checkpoint::rotate(args.output_dir, args.save_total_limit, state.best_model_checkpoint);
 }
