@@ -5,6 +5,7 @@
 //
 //   char_lm --output_dir lm                                     # the README's run: 1500 steps, about 6 minutes
 //   char_lm --max_steps 300 --gradient_accumulation_steps 1     # a quick one
+//   char_lm --stream true                                       # the training text read as a stream of lines
 //
 // Exit status: 0 on success, 2 for bad input or missing data (with a one-line reason), 1 for anything else,
 // 128 + the signal after a preemption checkpoint.
@@ -12,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string>
 
@@ -47,10 +49,53 @@ tt::TrainingArguments program_defaults() {
   return defaults;
 }
 
+// The bytes of `text` that hold its first `characters` characters (UTF-8).
+std::int64_t text_prefix_bytes(const std::string& text, std::int64_t characters) {
+  std::int64_t bytes = 0;
+  for (std::int64_t seen = 0; bytes < static_cast<std::int64_t>(text.size()); ++bytes)
+    if ((static_cast<unsigned char>(text[static_cast<std::size_t>(bytes)]) & 0xC0) != 0x80 && seen++ == characters)
+      break;
+  return bytes;
+}
+
+template <class Trainer>
+int train_and_report(Trainer& trainer, const tt::TrainingArguments& args, const examples::Vocabulary& vocabulary,
+                     const std::string& prompt, std::int64_t sample_length, double temperature, double entropy,
+                     const std::string& resume_from_checkpoint) {
+  // Only the loss is needed for the metrics: the logits' arg-max keeps the kept outputs small.
+  trainer.preprocess_logits_for_metrics = [](const torch::Tensor& logits, const torch::Tensor&) {
+    return logits.argmax(-1);
+  };
+  trainer.compute_metrics = [](const tt::EvalPrediction& p) {
+    const double loss = p.losses.mean().item<double>();  // nats per character
+    tt::Metrics metrics = tt::metrics::accuracy(p);
+    metrics["perplexity"] = std::exp(loss);
+    metrics["bits_per_character"] = loss / std::log(2.0);
+    return metrics;
+  };
+  trainer.template add_callback<tt::SampleTextCallback>([&](const tt::TrainerState& state) {
+    return examples::generate(trainer.model, vocabulary, prompt, sample_length, temperature,
+                              args.seed + static_cast<std::uint64_t>(state.global_step));
+  });
+  const auto result = trainer.train(tt::ResumeFrom::parse(resume_from_checkpoint));
+  if (result.preempted_by) return 128 + result.preempted_by;  // the Trainer said which checkpoint it saved
+  trainer.save_model();
+  trainer.save_metrics("train", result.metrics);
+  trainer.save_state();
+  auto metrics = trainer.evaluate();
+  metrics["eval_unigram_entropy"] = entropy;
+  trainer.save_metrics("eval", metrics);
+  std::cout << "train_runtime " << result.metrics["train_runtime"].template get<double>() << " s  eval_loss "
+            << metrics["eval_loss"].template get<double>() << " nats  bits_per_character "
+            << metrics["eval_bits_per_character"].template get<double>() << "  (unigram " << entropy / std::log(2.0) << ")\n";
+  return 0;
+}
+
 int run(int argc, char** argv) {
   std::string text_file = "/usr/share/doc/jargon-text/jargon.txt.gz", prompt = "The ", resume_from_checkpoint;
   std::int64_t block = 64, d_model = 64, heads = 4, layers = 2, sample_length = 200, max_eval_blocks = 200;
   double temperature = 0.8;
+  bool stream = false;
   tt::ArgumentParser parser("Train a character-level transformer language model with torchtrain.", program_defaults());
   parser.add_argument("text_file", text_file, "the text to learn (.gz or plain)")
       .add_argument("block_size", block, "characters of context")
@@ -61,6 +106,8 @@ int run(int argc, char** argv) {
       .add_argument("sample_length", sample_length, "characters generated at each evaluation")
       .add_argument("temperature", temperature, "sampling temperature")
       .add_argument("max_eval_blocks", max_eval_blocks, "held-out blocks evaluated; 0: all of them")
+      .add_argument("stream", stream, "train on the lines of the training text read as a stream (a plain-text copy in "
+                                      "output_dir), each line one example of up to block_size characters")
       .add_argument("resume_from_checkpoint", resume_from_checkpoint,
                     "a checkpoint folder, or true for the newest valid one in output_dir");
   auto parsed = parser.parse(argc, argv);
@@ -85,34 +132,35 @@ int run(int argc, char** argv) {
             << entropy / std::log(2.0) << " bits per character\n";
 
   torch::manual_seed(args.seed);
-  tt::Trainer trainer(examples::CharTransformer(vocabulary.size(), block, d_model, heads, layers), args, train, eval);
-  // Only the loss is needed for the metrics: the logits' arg-max keeps the kept outputs small.
-  trainer.preprocess_logits_for_metrics = [](const torch::Tensor& logits, const torch::Tensor&) {
-    return logits.argmax(-1);
+  const examples::CharTransformer model(vocabulary.size(), block, d_model, heads, layers);
+  const auto report = [&](auto& trainer) {
+    return train_and_report(trainer, args, vocabulary, prompt, sample_length, temperature, entropy,
+                            resume_from_checkpoint);
   };
-  trainer.compute_metrics = [](const tt::EvalPrediction& p) {
-    const double loss = p.losses.mean().item<double>();  // nats per character
-    tt::Metrics metrics = tt::metrics::accuracy(p);
-    metrics["perplexity"] = std::exp(loss);
-    metrics["bits_per_character"] = loss / std::log(2.0);
-    return metrics;
-  };
-  trainer.add_callback<tt::SampleTextCallback>([&](const tt::TrainerState& state) {
-    return examples::generate(trainer.model, vocabulary, prompt, sample_length, temperature,
-                              args.seed + static_cast<std::uint64_t>(state.global_step));
+  if (!stream) {
+    tt::Trainer trainer(model, args, train, eval);
+    return report(trainer);
+  }
+  // Each line of the training text (with its line break) predicts itself shifted by one, up to block_size
+  // characters; the padding's labels are -100, and causal attention never looks ahead at it.
+  const fs::path lines = fs::path(args.output_dir) / "train_text.txt";
+  if (!fs::exists(lines)) {
+    fs::create_directories(lines.parent_path());
+    std::ofstream(lines, std::ios::binary) << text.substr(0, static_cast<std::size_t>(text_prefix_bytes(text, split)));
+  }
+  using Lines = tt::data::TextLineStream<std::vector<torch::data::Example<>>>;
+  Lines train_lines(lines.string(), [&vocabulary, block](const std::vector<tt::data::TextLine>& batch) {
+    std::vector<torch::data::Example<>> out;
+    for (const auto& line : batch) {
+      const auto ids = vocabulary.encode(line.text + "\n");
+      const auto length = std::min<std::int64_t>(ids.size(0) - 1, block);
+      out.push_back({ids.narrow(0, 0, length), ids.narrow(0, 1, length)});
+    }
+    return out;
   });
-  const auto result = trainer.train(tt::ResumeFrom::parse(resume_from_checkpoint));
-  if (result.preempted_by) return 128 + result.preempted_by;  // the Trainer said which checkpoint it saved
-  trainer.save_model();
-  trainer.save_metrics("train", result.metrics);
-  trainer.save_state();
-  auto metrics = trainer.evaluate();
-  metrics["eval_unigram_entropy"] = entropy;
-  trainer.save_metrics("eval", metrics);
-  std::cout << "train_runtime " << result.metrics["train_runtime"].get<double>() << " s  eval_loss "
-            << metrics["eval_loss"].get<double>() << " nats  bits_per_character "
-            << metrics["eval_bits_per_character"].get<double>() << "  (unigram " << entropy / std::log(2.0) << ")\n";
-  return 0;
+  tt::Trainer<examples::CharTransformer, Lines, examples::CharBlocks, tt::data::PaddingCollator> trainer(
+      model, args, std::move(train_lines), eval);
+  return report(trainer);
 }
 
 }  // namespace

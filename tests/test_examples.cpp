@@ -240,6 +240,21 @@ TEST_CASE("char_lm learns the Jargon File: held-out loss below 0.8 x the unigram
 }
 #endif
 
+#ifdef TORCHTRAIN_CHAR_LM
+TEST_CASE("char_lm trains from the lines of its text read as a stream") {
+  tt_test::TempDir dir("charlm-stream");
+  const auto r = tt_test::run_command(std::string(TORCHTRAIN_CHAR_LM) + " --output_dir " + dir.str() +
+                                      " --stream true --max_steps 120 --gradient_accumulation_steps 1"
+                                      " --eval_strategy no --save_strategy steps --save_steps 60 --max_eval_blocks 50");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK(std::filesystem::file_size(dir / "train_text.txt") > 1000000);  // nine tenths of the 1.7 MB text
+  CHECK(std::filesystem::exists(dir / "checkpoint-60" / "data_state.pt"));
+  const auto eval = nlohmann::json::parse(tt_test::read_file(dir / "eval_results.json"));
+  CHECK(eval["eval_loss"].get<double>() < eval["eval_unigram_entropy"].get<double>());
+}
+#endif
+
 #ifdef TORCHTRAIN_STREAM_CLASSIFIER
 TEST_CASE("stream_classifier generates a CSV, trains on it as a stream, and a resume continues from its position") {
   tt_test::TempDir dir("stream-classifier");

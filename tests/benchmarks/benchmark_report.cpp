@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   const fs::path dir = argv[1];
   json all;
   for (const char* part : {"machine", "loop_overhead", "real_models", "callgrind", "dispatch", "state_scale",
-                           "compile_cost", "python", "checkpoint_io"})
+                           "compile_cost", "python", "checkpoint_io", "streaming"})
     if (auto value = read(dir, part); !value.is_null() && !value.is_discarded()) all[part] = std::move(value);
 
   std::ostringstream out;
@@ -108,6 +108,21 @@ int main(int argc, char** argv) {
     const double first = s.at("resume_skip").at(0).at("seconds"), last = s.at("resume_skip").at(2).at("seconds");
     out << "| resume at batch 10^6 / at batch 1 | " << fixed(last / first, 2) << " | flat (≤ 1.2) | "
         << verdict(last / first <= 1.2) << " |\n";
+  }
+  if (all.contains("streaming")) {
+    const auto& s = all["streaming"];
+    const double ratio = s.at("throughput").at("ratio");
+    out << "| CsvStream / reading the file by hand, MB/s | " << fixed(ratio, 2) << " | ≥ 0.90 | " << verdict(ratio >= 0.9)
+        << " |\n";
+    const auto& r = s.at("resume");
+    const double flat = r.at("saved_100000_s").get<double>() / r.at("saved_10_s").get<double>();
+    out << "| stream resume at step 10^5 / at step 10 | " << fixed(flat, 2) << " | flat (≤ 1.2) | "
+        << verdict(flat <= 1.2) << " |\n";
+    if (s.contains("peak_rss_mb")) {
+      const double grown = s.at("peak_rss_mb").at("1000").get<double>() / s.at("peak_rss_mb").at("100").get<double>();
+      out << "| peak memory training through a 1 GB / a 100 MB CSV stream | " << fixed(grown, 3) << " | ≤ 1.10 | "
+          << verdict(grown <= 1.1) << " |\n";
+    }
   }
   if (all.contains("compile_cost")) {
     const double ratio = all["compile_cost"].at("ratio");

@@ -20,7 +20,7 @@ out=$build/benchmark-results
 mkdir -p "$out"
 rm -f "$out"/*.json
 
-cmake --build "$build" --target loop_overhead dispatch state_scale checkpoint_io benchmark_report
+cmake --build "$build" --target loop_overhead dispatch state_scale checkpoint_io streaming benchmark_report
 real_models=$(cmake --build "$build" --target real_models >/dev/null 2>&1 && echo yes || echo no)  # needs zlib
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
@@ -108,6 +108,9 @@ echo "== dispatch"
 
 echo "== state at scale, memory, resume skip"
 "$bin/state_scale" --json "$out/state_scale.json"
+
+echo "== streams: CSV throughput, resume, peak memory over 100 MB and 1 GB"
+"$bin/streaming" --dir "$out/streaming.tmp" --json "$out/streaming.json"
 
 echo "== compile cost"
 compile_seconds() {  # median of 3 rebuilds of one object: target, then its source

@@ -148,18 +148,30 @@ double resume_seconds(const fs::path& dir, std::int64_t step, int repeats) {
     args.save_strategy = tt::SaveStrategy::steps;
     args.save_steps = step;
     tt::Trainer trainer(torch::nn::Linear(4, 2), args, Stream());
+    trainer.template remove_callback<tt::PrinterCallback>();
     trainer.train();
   }
   const auto checkpoint = out / ("checkpoint-" + std::to_string(step));
   std::vector<double> times;
   for (int r = 0; r < repeats; ++r) {
     tt::Trainer trainer(torch::nn::Linear(4, 2), quiet(dir / "resumed", step + 1), Stream());
+    trainer.template remove_callback<tt::PrinterCallback>();
     const auto start = std::chrono::steady_clock::now();
     trainer.train(tt::ResumeFrom(checkpoint.string()));
     times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   return median(times);
 }
+
+struct MlpImpl : torch::nn::Module {
+  torch::nn::Linear hidden{kFeatures, 32}, output{32, 4};
+  MlpImpl() {
+    register_module("hidden", hidden);
+    register_module("output", output);
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return output(torch::relu(hidden(x))); }
+};
+TORCH_MODULE(Mlp);
 
 class StopAtEpochEnd : public tt::TrainerCallback {
  public:
@@ -176,9 +188,9 @@ int train_through(const fs::path& file) {
   tt::data::CsvStream stream(file.string(), options);
   auto args = quiet(file.parent_path() / "rss-run", 1 << 30);
   args.per_device_train_batch_size = 1024;
-  torch::nn::Sequential model(torch::nn::Linear(kFeatures, 32), torch::nn::ReLU(), torch::nn::Linear(32, 4));
-  tt::Trainer trainer(model, args, std::move(stream));
+  tt::Trainer trainer(Mlp(), args, std::move(stream));
   trainer.add_callback<StopAtEpochEnd>();
+  trainer.remove_callback<tt::PrinterCallback>();
   trainer.train();
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -188,7 +200,8 @@ int train_through(const fs::path& file) {
 
 // The child's peak resident memory in MB and its steps.
 std::pair<double, long long> peak_rss_of_training(const fs::path& file) {
-  const std::string command = "/proc/self/exe --train-through '" + file.string() + "'";
+  const std::string command =
+      "'" + fs::read_symlink("/proc/self/exe").string() + "' --train-through '" + file.string() + "'";
   FILE* pipe = ::popen(command.c_str(), "r");
   long kb = 0;
   long long steps = 0;
@@ -213,6 +226,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--json")) json_path = argv[i + 1];
   }
   torch::set_num_threads(1);
+  tt::set_message_handler([](tt::MessageLevel, const std::string&) {});  // the resumes' warnings are expected
   fs::create_directories(dir);
   nlohmann::json report;
 
