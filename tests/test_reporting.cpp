@@ -738,6 +738,18 @@ TEST_CASE("ProgressCallback: redraws are rate limited, a standalone evaluation b
   REQUIRE_FALSE(shown.empty());
   CHECK(shown.back() == '\n');
   CHECK_THAT(shown.substr(shown.rfind('\r')), Contains("Evaluating: 100%|") && Contains("3/3"));
+
+  // Over a stream, whose length is unknown, the bar counts the batches, as tqdm does without a total.
+  out.str("");
+  tt::DataLoaderInfo stream{0, 0, 8};
+  ctx.eval_dataloader = &stream;
+  for (int i = 0; i < 5; ++i) progress.on_prediction_step(args, state, control, ctx);
+  progress.on_evaluate(args, state, control, {});
+  const std::string counted = out.str();
+  REQUIRE(counted.rfind('\r') != std::string::npos);
+  const std::string last = counted.substr(counted.rfind('\r'));
+  CHECK_THAT(last, Contains("Evaluating: 5it [") && Contains("it/s]"));
+  CHECK_THAT(last, !Contains("%|"));
 }
 
 TEST_CASE("A real run with every reporter prints plain log lines when the output is not a terminal",

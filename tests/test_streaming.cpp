@@ -342,6 +342,35 @@ TEST_CASE("CsvStream reads what TensorDataset::from_csv reads, in batches, and n
   CHECK_THROWS_WITH(tt::data::CsvStream((dir / "missing.csv").string()), Catch::Contains("cannot open the file"));
 }
 
+TEST_CASE("CsvStream keeps one process's share itself: the rows a loader keeps of each global batch") {
+  tt_test::TempDir dir("csv-shard");
+  const auto path = (dir / "data.csv").string();
+  tt_test::write_file(path, classification_csv(23));
+  tt::data::CsvStream whole(path), shard(path);
+  shard.set_shard(1, 2);
+  int batches = 0;
+  while (auto all = whole.get_batch(6)) {  // 6, 6, 6 and 5 rows: rank 1 keeps 3, 3, 3 and 2
+    const auto mine = shard.get_batch(3);
+    REQUIRE(mine);
+    CHECK(torch::equal(mine->data, all->data.slice(0, 1, INT64_MAX, 2)));
+    CHECK(torch::equal(mine->target, all->target.slice(0, 1, INT64_MAX, 2)));
+    ++batches;
+  }
+  CHECK(batches == 4);
+  CHECK_FALSE(shard.get_batch(3));
+  CHECK_THROWS_AS(shard.set_shard(2, 2), tt::ArgumentError);
+
+  // A loader of rank 1 of 2 tells the stream its share, and asks it for its own batch size.
+  tt::data::CsvStream told(path);
+  const tt::data::DefaultDataCollator collator;
+  tt::data::StreamLoader<tt::data::CsvStream, tt::data::DefaultDataCollator> loader(told, collator, 3, 0, 1, 2);
+  loader.start_epoch(0);
+  const auto first = loader.next();
+  REQUIRE(first);
+  CHECK(first->examples == 3);
+  CHECK(torch::equal(first->batch.data, tt::data::TensorDataset::from_csv(path).features().narrow(0, 0, 6).slice(0, 1, 6, 2)));
+}
+
 TEST_CASE("CsvStream's shuffle buffer draws every row once a pass, differently each epoch, and resumes its draws") {
   tt_test::TempDir dir("csv-shuffle");
   const auto path = (dir / "data.csv").string();

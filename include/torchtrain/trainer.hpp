@@ -27,7 +27,7 @@
 namespace torchtrain {
 
 /// Trains, evaluates and predicts with any `torch::nn` module holder over map-style `torch::data`
-/// datasets. Every event goes to the callbacks in list order: DefaultFlowCallback first, then the reporters of
+/// datasets or streams (data::is_stream_dataset: read in order, max_steps required). Every event goes to the callbacks in list order: DefaultFlowCallback first, then the reporters of
 /// args.report_to, then the user's callbacks, then ProgressCallback (or PrinterCallback when args.disable_tqdm).
 ///
 /// The model's forward receives the collated batch, (data, attention_mask) or data alone, whichever it
@@ -211,17 +211,7 @@ class Trainer : public TrainerBase {
     const std::int64_t steps_in_epoch = plan.batches_per_epoch;
     for (std::int64_t epoch = start.epochs_trained; continue_epochs(epoch, plan); ++epoch) {
       const std::int64_t first_step = epoch == start.epochs_trained ? start.batches_to_skip : 0;
-      if constexpr (kTrainStream) {
-        if (!(epoch == start.epochs_trained && start.stream_restored)) {
-          loader.start_epoch(epoch);
-          if (first_step > 0) {
-            warn_replaying_stream(epoch, first_step);
-            loader.skip(first_step);
-          }
-        }
-      } else {
-        loader.start_epoch(sampler->indices(epoch), static_cast<std::size_t>(first_step));
-      }
+      start_train_epoch(loader, sampler, epoch, first_step, epoch == start.epochs_trained && start.stream_restored);
       handler_.on_epoch_begin(args, state, control, context_);
       std::vector<Batch> window_batches;  // reused: no allocation per window
       std::vector<std::int64_t> window_examples;
@@ -263,6 +253,22 @@ class Trainer : public TrainerBase {
       end_epoch();
     }
     return end_training(plan);
+  }
+
+  // Puts the loader at micro-batch `first_step` of `epoch`. A stream whose position the checkpoint restored is
+  // there already; one without a saved position reads the batches before it again.
+  void start_train_epoch(TrainLoader& loader, const std::optional<data::EpochSampler>& sampler, std::int64_t epoch,
+                         std::int64_t first_step, bool stream_restored) {
+    if constexpr (kTrainStream) {
+      if (stream_restored) return;
+      loader.start_epoch(epoch);
+      if (first_step > 0) {
+        warn_replaying_stream(epoch, first_step);
+        loader.skip(first_step);
+      }
+    } else {
+      loader.start_epoch(sampler->indices(epoch), static_cast<std::size_t>(first_step));
+    }
   }
 
   void open_train_loader(std::size_t batch_size) {

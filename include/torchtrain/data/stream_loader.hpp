@@ -53,6 +53,15 @@ template <class Dataset>
 struct has_set_epoch<Dataset, std::void_t<decltype(std::declval<Dataset&>().set_epoch(std::int64_t{}))>>
     : std::true_type {};
 
+/// A stream that can itself keep one process's share (see StreamLoader): set_shard(rank, world_size) makes
+/// get_batch(n) read n x world_size examples and return those at positions rank, rank + world_size, ..., which
+/// spares it preparing the examples the process drops.
+template <class Dataset, class = void>
+struct has_set_shard : std::false_type {};
+template <class Dataset>
+struct has_set_shard<Dataset, std::void_t<decltype(std::declval<Dataset&>().set_shard(std::size_t{}, std::size_t{}))>>
+    : std::true_type {};
+
 namespace stream_detail {
 
 template <class T>
@@ -95,7 +104,7 @@ std::size_t rows(const Batch& batch) {
 /// Reads a stream dataset in order. In a distributed run every process reads the same stream and keeps the
 /// examples rank, rank + world_size, ... of each batch of batch_size x world_size (as Hugging Face's
 /// IterableDatasetShard), so world_size processes see what one process sees with the batch world_size times
-/// larger. With `num_workers` > 0 one background thread (a stream cannot be read in parallel) reads up to
+/// larger; a stream with set_shard (has_set_shard) is told its share and keeps it itself. With `num_workers` > 0 one background thread (a stream cannot be read in parallel) reads up to
 /// 2 x num_workers batches ahead; which examples form a batch does not change.
 template <class Dataset, class Collator>
 class StreamLoader {
@@ -115,6 +124,7 @@ class StreamLoader {
       : dataset_(&dataset), collator_(&collator), batch_size_(batch_size), lookahead_(2 * num_workers),
         rank_(rank), world_size_(world_size) {
     if (batch_size == 0) throw ArgumentError("StreamLoader: batch_size must be at least 1");
+    if constexpr (has_set_shard<Dataset>::value) dataset.set_shard(rank, world_size);
   }
   ~StreamLoader() { stop_reader(); }
   StreamLoader(const StreamLoader&) = delete;
@@ -238,9 +248,11 @@ class StreamLoader {
   }
 
   std::optional<Item> read() {
-    auto raw = dataset_->get_batch(batch_size_ * world_size_);
+    constexpr bool kShardsItself = has_set_shard<Dataset>::value;
+    auto raw = dataset_->get_batch(kShardsItself ? batch_size_ : batch_size_ * world_size_);
     if (!raw) return std::nullopt;
-    RawBatch mine = world_size_ > 1 ? stream_detail::every_nth(std::move(*raw), rank_, world_size_) : std::move(*raw);
+    RawBatch mine = !kShardsItself && world_size_ > 1 ? stream_detail::every_nth(std::move(*raw), rank_, world_size_)
+                                                      : std::move(*raw);
     const std::size_t examples = stream_detail::rows(mine);
     if (examples == 0) return std::nullopt;
     if constexpr (std::is_invocable_v<const Collator&, RawBatch>)

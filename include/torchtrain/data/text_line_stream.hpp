@@ -42,10 +42,11 @@ struct TextLineStreamOptions {
   bool skip_blank_lines = true;
 };
 
-/// get_batch(n) reads the next n lines (or the last ones) and returns what `make_batch` makes of them; the file
-/// is read through one buffered stream, so memory does not grow with its size. The position (save/load: the
-/// next line's byte offset, the shuffle generator and where each buffered line starts) is O(buffer), whatever the
-/// step, and load() checks it against the file.
+/// get_batch(n) reads the next n lines (or the last ones) and returns what `make_batch` makes of them (of this
+/// process's share of n x world_size lines after set_shard); the file is read through one buffered stream, so
+/// memory does not grow with its size. The position (save/load: the next line's byte offset, the shuffle
+/// generator and where each buffered line starts) is O(buffer), whatever the step, and load() checks it against
+/// the file.
 template <class Batch>
 class TextLineStream : public torch::data::datasets::StatefulDataset<TextLineStream<Batch>, Batch> {
  public:
@@ -63,6 +64,15 @@ class TextLineStream : public torch::data::datasets::StatefulDataset<TextLineStr
   /// calls set_epoch.
   void set_epoch(std::int64_t epoch) { epoch_ = epoch; }
 
+  /// Process `rank` of `world_size` (the Trainer calls it): get_batch(n) then reads n x world_size lines, as
+  /// every process does, and makes its batch of the lines at positions rank, rank + world_size, ... only.
+  void set_shard(std::size_t rank, std::size_t world_size) {
+    if (world_size == 0 || rank >= world_size)
+      throw ArgumentError("TextLineStream: rank " + std::to_string(rank) + " of " + std::to_string(world_size));
+    rank_ = rank;
+    world_size_ = world_size;
+  }
+
   /// Back to the file's first data line, with the shuffle of the current epoch.
   void reset() override {
     open();
@@ -75,7 +85,8 @@ class TextLineStream : public torch::data::datasets::StatefulDataset<TextLineStr
     for (std::size_t i = 0; i < options_.header_lines && read_line(header);) ++i;
   }
 
-  torch::optional<Batch> get_batch(std::size_t n) override {
+  torch::optional<Batch> get_batch(std::size_t per_process) override {
+    const std::size_t n = per_process * world_size_;
     batch_.resize(n);
     std::size_t count = 0;
     if (options_.shuffle_buffer == 0) {
@@ -96,6 +107,11 @@ class TextLineStream : public torch::data::datasets::StatefulDataset<TextLineStr
           buffer_.pop_back();
         }
       }
+    }
+    if (world_size_ > 1) {  // this process's lines, to the front
+      std::size_t kept = 0;
+      for (std::size_t i = rank_; i < count; i += world_size_) std::swap(batch_[kept++], batch_[i]);
+      count = kept;
     }
     if (count == 0) return torch::nullopt;
     batch_.resize(count);
@@ -199,6 +215,7 @@ class TextLineStream : public torch::data::datasets::StatefulDataset<TextLineStr
   std::int64_t next_offset_ = 0;  // where the next line to read starts
   std::int64_t next_number_ = 0;  // the number of the line read last
   std::int64_t epoch_ = 0;
+  std::size_t rank_ = 0, world_size_ = 1;
   detail::SplitMix64 rng_{0};
   std::vector<TextLine> buffer_;  // the shuffle buffer
   std::vector<TextLine> batch_;   // reused: a batch's lines
