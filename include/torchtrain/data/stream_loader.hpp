@@ -104,8 +104,9 @@ std::size_t rows(const Batch& batch) {
 /// Reads a stream dataset in order. In a distributed run every process reads the same stream and keeps the
 /// examples rank, rank + world_size, ... of each batch of batch_size x world_size (as Hugging Face's
 /// IterableDatasetShard), so world_size processes see what one process sees with the batch world_size times
-/// larger; a stream with set_shard (has_set_shard) is told its share and keeps it itself. With `num_workers` > 0 one background thread (a stream cannot be read in parallel) reads up to
-/// 2 x num_workers batches ahead; which examples form a batch does not change.
+/// larger; a stream with set_shard (has_set_shard) is told its share and keeps it itself. With `num_workers` > 0
+/// one background thread (a stream cannot be read in parallel) reads up to 2 x num_workers batches ahead; which
+/// examples form a batch does not change.
 template <class Dataset, class Collator>
 class StreamLoader {
  public:
