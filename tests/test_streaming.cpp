@@ -449,3 +449,25 @@ TEST_CASE("A resume whose stream position does not fit its file fails with the r
   for (std::size_t i = 0; i < before.size(); ++i) CHECK(torch::equal(before[i], after[i]));
   CHECK_FALSE(tt::checkpoint::invalid_reason(checkpoint));  // the checkpoint itself is untouched
 }
+
+TEST_CASE("loop_state.json's stream_position round-trips, and a malformed one is a FileFormatError naming it") {
+  tt::LoopState loop;
+  CHECK_FALSE(loop.to_json().contains("stream_position"));
+  loop.stream_position = tt::LoopState::StreamPosition{3, 17};
+  const auto json = loop.to_json();
+  CHECK(json["stream_position"] == nlohmann::json{{"epoch", 3}, {"batches", 17}});
+  const auto back = tt::LoopState::from_json(nlohmann::json::parse(json.dump()));
+  REQUIRE(back.stream_position);
+  CHECK(back.stream_position->epoch == 3);
+  CHECK(back.stream_position->batches == 17);
+  for (const auto& bad : {nlohmann::json(5), nlohmann::json{{"epoch", 1}}, nlohmann::json{{"epoch", 1}, {"batches", -2}},
+                          nlohmann::json{{"epoch", "one"}, {"batches", 2}}}) {
+    auto j = json;
+    j["stream_position"] = bad;
+    INFO(j.dump());
+    CHECK_THROWS_AS(tt::LoopState::from_json(j), tt::FileFormatError);
+  }
+  auto j = json;
+  j["stream_position"] = {{"epoch", 1}, {"batches", -2}};
+  CHECK_THROWS_WITH(tt::LoopState::from_json(j), Catch::Contains("'stream_position' must hold an epoch"));
+}
