@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(g++ cmake ninja-build libtorch-dev nlohmann-json3-dev catch2 libgloo-dev libbenchmark-dev libxml2-utils
-          zlib1g-dev dataset-fashion-mnist jargon-text)
+          zlib1g-dev libcurl4-openssl-dev libsqlite3-dev dataset-fashion-mnist jargon-text)
 if [ "${1:-}" = "--fuzz" ]; then
   packages+=(clang libclang-rt-dev)
 elif [ $# -gt 0 ]; then

@@ -4,6 +4,7 @@
 //   train_classifier --output_dir out --num_train_epochs 5 --eval_strategy epoch
 //   train_classifier --train_file train.csv --eval_file test.csv --hidden_size 128
 //   train_classifier --output_dir out --resume_from_checkpoint true
+//   MLFLOW_TRACKING_URI=http://localhost:5000 train_classifier --report_to mlflow
 //
 // The final weights go to <output_dir>/model.pt. SIGTERM or SIGINT during training saves a checkpoint at the
 // next step and exits; run again with --resume_from_checkpoint true to continue exactly where it stopped.
@@ -16,7 +17,14 @@
 #include <optional>
 #include <string>
 
+#include <torchtrain/callbacks/codecarbon.hpp>
+#include <torchtrain/callbacks/dvclive.hpp>
+#include <torchtrain/callbacks/wandb.hpp>
 #include <torchtrain/torchtrain.hpp>
+#ifdef TORCHTRAIN_EXAMPLE_TRACKERS  // built where libcurl and libsqlite3 are found
+#include <torchtrain/callbacks/mlflow.hpp>
+#include <torchtrain/callbacks/trackio.hpp>
+#endif
 
 #include "classifier.hpp"
 

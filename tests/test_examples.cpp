@@ -183,6 +183,36 @@ TEST_CASE("the README's quickstart trains with early stopping and evaluates") {
 }
 #endif
 
+TEST_CASE("report_to all takes each tracker whose environment says where to write; one not included is an error") {
+  tt_test::TempDir dir("trackers-all");
+  std::filesystem::create_directories(dir / ".dvc");  // a DVC repository: DVCLive writes into it
+  // Only the configuration below: whatever the developer's environment holds for the trackers is left out.
+  const std::string env = "env -u MLFLOW_EXPERIMENT_NAME -u MLFLOW_RUN_ID -u WANDB_MODE -u DVCLIVE_RESUME "
+                          "MLFLOW_TRACKING_URI=file:" + (dir / "mlruns").string() + " WANDB_PROJECT=blobs WANDB_DIR=" +
+                          dir.str() + " TRACKIO_DIR=" + (dir / "trackio").string() +
+                          " CODECARBON_MEASURE_POWER_SECS=1 ";
+  const auto r = tt_test::run_command("cd " + dir.str() + " && " + env + TORCHTRAIN_TRAIN_CLASSIFIER +
+                                      " --output_dir out --num_train_epochs 1 --save_strategy no --disable_tqdm true");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK(std::filesystem::exists(dir / "mlruns" / "0" / "meta.yaml"));
+  CHECK(std::filesystem::exists(dir / "wandb"));
+  CHECK(std::filesystem::exists(dir / "trackio" / "huggingface.db"));
+  CHECK(std::filesystem::exists(dir / "dvclive" / "metrics.json"));
+  CHECK(std::filesystem::exists(dir / "out" / "emissions.csv"));
+  CHECK(std::filesystem::exists(dir / "out" / "log_history.csv"));
+  CHECK(r.output.find("wandb sync") != std::string::npos);
+
+#ifdef TORCHTRAIN_QUICKSTART
+  // quickstart includes no tracker header: naming one says which header and library it needs.
+  const auto q = tt_test::run_command(std::string(TORCHTRAIN_QUICKSTART) + " --output_dir " + (dir / "q").string() +
+                                      " --disable_tqdm --report_to mlflow");
+  CHECK(q.status != 0);
+  CHECK(q.output.find("report_to names \"mlflow\", which this program does not include: #include "
+                      "<torchtrain/callbacks/mlflow.hpp> and link torchtrain::mlflow (libcurl)") != std::string::npos);
+#endif
+}
+
 TEST_CASE("train_classifier prints the library's warnings as one clean line on standard error") {
   tt_test::TempDir dir("tcwarn");
   const auto r = run_classifier("--output_dir " + dir.str() + " --max_steps 2 --warmup_ratio 0.1 --save_strategy no"

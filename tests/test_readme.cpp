@@ -3,9 +3,14 @@
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
+#include <torchtrain/callbacks/codecarbon.hpp>
+#include <torchtrain/callbacks/mlflow.hpp>  // link torchtrain::mlflow
+#include <torchtrain/callbacks/wandb.hpp>
 #include <torchtrain/torchtrain.hpp>
 
 #include "datasets.hpp"
@@ -162,6 +167,24 @@ TEST_CASE("README: training from a CSV stream") {
   trainer.train();
   CHECK(trainer.state.global_step == 200);
   CHECK(trainer.evaluate().at("eval_loss").get<double>() < 0.5);
+}
+
+TEST_CASE("README: reporting to trackers") {
+  tt_test::TempDir dir("readme-trackers");
+  auto args = small_run(dir);
+  const std::string store = "file:" + (dir / "mlruns").string();
+  ::setenv("MLFLOW_TRACKING_URI", store.c_str(), 1);
+  ::setenv("WANDB_DIR", dir.str().c_str(), 1);
+  Blobs train_set(64, 1), eval_set(32, 2);
+  args.report_to = {"mlflow", "wandb"};  // MLFLOW_TRACKING_URI, WANDB_PROJECT, WANDB_DIR: where to
+  tt::Trainer trainer(Net(), args, train_set, eval_set);
+  trainer.add_callback<tt::CodeCarbonCallback>();  // or add one as an object
+  trainer.train();
+  ::unsetenv("MLFLOW_TRACKING_URI");
+  ::unsetenv("WANDB_DIR");
+  CHECK(std::filesystem::exists(dir / "mlruns" / "0" / "meta.yaml"));
+  CHECK(std::filesystem::exists(dir / "wandb"));
+  CHECK(std::filesystem::exists(dir / "emissions.csv"));
 }
 
 TEST_CASE("README: TrainingArguments set in C++") {

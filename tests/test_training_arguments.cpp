@@ -69,6 +69,7 @@ void require_same_fields(const TrainingArguments& a, const TrainingArguments& b)
   CHECK(a.data_seed == b.data_seed);
   CHECK(a.disable_tqdm == b.disable_tqdm);
   CHECK(a.report_to == b.report_to);
+  CHECK(a.project == b.project);
   CHECK(a.use_cpu == b.use_cpu);
   CHECK(a.ddp_timeout == b.ddp_timeout);
   CHECK(a.train_sampling_strategy == b.train_sampling_strategy);
@@ -131,6 +132,7 @@ TrainingArguments non_default_arguments(bool swapped = false) {
   a.data_seed = 7;
   a.disable_tqdm = true;
   a.report_to = {"tensorboard", "csv"};
+  a.project = "blobs";
   a.use_cpu = true;
   a.ddp_timeout = 60;
   a.train_sampling_strategy = "group_by_length";
@@ -567,7 +569,7 @@ TEST_CASE("get_warmup_steps and effective_data_seed", "[training_arguments][deri
 
 TEST_CASE("to_json writes every field with HF spellings", "[training_arguments][json]") {
   const json j = TrainingArguments().to_json();
-  CHECK(j.size() == 56);
+  CHECK(j.size() == 57);
   for (const auto& field : torchtrain::detail::argument_fields<TrainingArguments>())
     CHECK(j.contains(std::string(field.name)));
   CHECK(j.at("eval_strategy") == "no");
@@ -579,6 +581,7 @@ TEST_CASE("to_json writes every field with HF spellings", "[training_arguments][
   CHECK(j.at("data_seed").is_null());
   CHECK(j.at("save_total_limit").is_null());
   CHECK(j.at("report_to") == json::array({"all"}));
+  CHECK(j.at("project") == "huggingface");
   CHECK(j.at("max_steps") == -1);
   CHECK(j.at("max_steps").is_number_integer());
   CHECK(j.at("learning_rate") == 5e-5);

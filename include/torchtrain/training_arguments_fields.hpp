@@ -94,7 +94,8 @@ struct TrainingArguments {
 
   // Display, reporting, device
   bool disable_tqdm = false;
-  std::vector<std::string> report_to{"all"};  // all, none, or of tensorboard, csv, jsonl
+  std::vector<std::string> report_to{"all"};  // all, none, or names of integrations (README: Reporting)
+  std::string project = "huggingface";        // the project Trackio files the run under
   bool use_cpu = false;
 
   // Distributed training (under torchrun, or with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set)

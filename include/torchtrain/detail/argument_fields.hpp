@@ -95,6 +95,7 @@ const std::vector<ArgumentField<Args>>& argument_fields() {
       {"tf32", &Args::tf32, "TF32 matrix products and convolutions on CUDA; none: LibTorch's setting"},
       {"disable_tqdm", &Args::disable_tqdm, "hide the progress bar (print logs instead)"},
       {"report_to", &Args::report_to, "integrations to report to, comma separated; all or none"},
+      {"project", &Args::project, "the project Trackio files the run under"},
       {"use_cpu", &Args::use_cpu, "train on the CPU even when a GPU is available"},
       {"ddp_timeout", &Args::ddp_timeout,
        "seconds a distributed collective waits for the other processes before failing"},

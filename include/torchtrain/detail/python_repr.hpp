@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <string_view>
 
 #include "torchtrain/detail/python_json.hpp"
 
@@ -25,6 +26,34 @@ std::string python_value_repr(const Json& value) {
   if (value.is_boolean()) return value.template get<bool>() ? "True" : "False";
   if (value.is_null()) return "None";
   return value.dump();
+}
+
+/// str() in Python of a JSON value: a string as it is, anything else as repr() (lists and dicts nested).
+template <class Json>
+std::string python_str(const Json& value, bool top = true) {
+  if (value.is_string() && top) return value.template get<std::string>();
+  if (value.is_array()) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < value.size(); ++i) out += (i ? ", " : "") + python_str(value[i], false);
+    return out + "]";
+  }
+  if (value.is_object()) {
+    std::string out = "{";
+    for (auto it = value.begin(); it != value.end(); ++it)
+      out += (it == value.begin() ? "'" : ", '") + it.key() + "': " + python_str(it.value(), false);
+    return out + "}";
+  }
+  return python_value_repr(value);
+}
+
+/// A field as Python's csv writer writes it (QUOTE_MINIMAL): quoted, with its quotes doubled, when it holds the
+/// delimiter, a quote or a line break.
+inline std::string python_csv_field(std::string_view text, char delimiter = ',') {
+  const char special[] = {delimiter, '"', '\r', '\n', '\0'};
+  if (text.find_first_of(special) == std::string_view::npos) return std::string(text);
+  std::string quoted = "\"";
+  for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return quoted + "\"";
 }
 
 /// f"{value:.4g}" in Python: four significant digits, no trailing zeros, and never "-nan".

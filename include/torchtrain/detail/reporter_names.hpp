@@ -7,7 +7,9 @@
 
 namespace torchtrain::detail {
 
-/// The built-in reporters, in the order the Trainer adds them for report_to = all.
-inline constexpr std::array<std::string_view, 3> kReporterNames{"tensorboard", "csv", "jsonl"};
+/// Every integration report_to can name, in the order the Trainer adds their callbacks. The first three are
+/// built in; the trackers are callbacks of their own headers (integrations.hpp says which).
+inline constexpr std::array<std::string_view, 10> kReporterNames{
+    "tensorboard", "csv", "jsonl", "mlflow", "azure_ml", "dagshub", "wandb", "trackio", "dvclive", "codecarbon"};
 
 }  // namespace torchtrain::detail

@@ -9,6 +9,9 @@
 #include <string_view>
 #include <system_error>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "torchtrain/errors.hpp"
 
 namespace torchtrain::detail {
@@ -41,13 +44,24 @@ inline void write_text_file(const std::string& path, std::string_view text) {
   if (!written || !closed) throw Error(path + ": cannot write the file: " + errno_text());
 }
 
-/// Appends `text` to the file at `path` (created if missing); throws Error naming the path.
+/// Appends `text` to the file at `path` (created if missing); throws Error naming the path. A failed append is
+/// cut back off, so the file never ends in a torn line that a retry would extend.
 inline void append_text_file(const std::string& path, std::string_view text) {
   std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "ab"));
   if (!file) throw Error(path + ": cannot open the file for appending: " + errno_text());
+  struct stat before {};
+  const bool sized = ::fstat(::fileno(file.get()), &before) == 0;
   const bool written = std::fwrite(text.data(), 1, text.size(), file.get()) == text.size();
-  const bool closed = std::fclose(file.release()) == 0;
-  if (!written || !closed) throw Error(path + ": cannot write the file: " + errno_text());
+  const bool flushed = std::fflush(file.get()) == 0;
+  if (!written || !flushed) {
+    const std::string reason = errno_text();
+    if (sized) {
+      const int cut = ::ftruncate(::fileno(file.get()), before.st_size);  // best effort: the reason is what counts
+      (void)cut;
+    }
+    throw Error(path + ": cannot write the file: " + reason);
+  }
+  if (std::fclose(file.release()) != 0) throw Error(path + ": cannot write the file: " + errno_text());
 }
 
 }  // namespace torchtrain::detail
