@@ -5,9 +5,12 @@
 //   crash_during_save <output_dir> kill <checkpoint> <n>  SIGKILL after file <n> of save number <checkpoint>
 //   crash_during_save <output_dir> resume                 resume from the newest valid checkpoint
 //
-// A last argument "scaled" trains with a loss scaler (growth every 3 finite steps) and infinite gradients at
-// updates 6 and 14, whose skips change the scale. At the end it writes <output_dir>/model.pt and
-// trainer_state.json, and, scaled, grad_scaler.json with the scaler's final state.
+// Last arguments: "scaled" trains with a loss scaler (growth every 3 finite steps) and infinite gradients at
+// updates 6 and 14, whose skips change the scale; "async" saves with save_async on a slow disk (each file
+// takes 20 ms more), so training runs on while a checkpoint is written and the kill lands on the writer thread.
+// At the end it writes <output_dir>/model.pt and trainer_state.json, and, scaled, grad_scaler.json with the
+// scaler's final state.
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -15,6 +18,7 @@
 #include <limits>
 #include <iostream>
 #include <string>
+#include <thread>
 
 #include <torchtrain/torchtrain.hpp>
 
@@ -39,17 +43,24 @@ tt::data::TensorDataset blobs(std::int64_t n, std::uint64_t seed) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool scaled = argc > 3 && std::string(argv[argc - 1]) == "scaled";
-  if (scaled) --argc;
+  auto last_argument_is = [&](const char* flag) {
+    const bool is = argc > 3 && std::string(argv[argc - 1]) == flag;
+    if (is) --argc;
+    return is;
+  };
+  const bool async = last_argument_is("async");
+  const bool scaled = last_argument_is("scaled");
   if (argc < 3) {
     std::cerr << "usage: crash_during_save <output_dir> run|kill <checkpoint> <files>|resume\n";
     return 2;
   }
   const std::string mode = argv[2];
-  if (mode == "kill" && argc == 5) {
-    const int checkpoint = std::atoi(argv[3]), files = std::atoi(argv[4]);
+  const int checkpoint = mode == "kill" && argc == 5 ? std::atoi(argv[3]) : 0;
+  const int files = mode == "kill" && argc == 5 ? std::atoi(argv[4]) : 0;
+  if (async || checkpoint > 0) {
     tt::checkpoint::set_after_file_written_hook(
-        [checkpoint, files, saves = 0, written = 0, folder = std::filesystem::path()](const std::filesystem::path& file) mutable {
+        [async, checkpoint, files, saves = 0, written = 0, folder = std::filesystem::path()](const std::filesystem::path& file) mutable {
+          if (async) std::this_thread::sleep_for(std::chrono::milliseconds(20));
           if (file.parent_path() != folder) {
             folder = file.parent_path();
             ++saves;
@@ -67,6 +78,7 @@ int main(int argc, char** argv) {
   args.logging_steps = 3;
   args.save_strategy = tt::SaveStrategy::steps;
   args.save_steps = 4;
+  args.save_async = async;
   torch::manual_seed(1);
   tt::Trainer trainer(Net(), args, blobs(160, 2));
   if (scaled) {

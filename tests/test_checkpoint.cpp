@@ -13,6 +13,7 @@
 #include <fstream>
 #include <random>
 #include <set>
+#include <thread>
 
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -572,7 +573,10 @@ struct FillDiskAfterFirstSave : tt::TrainerCallback {
 
 }  // namespace
 
-TEST_CASE("a save that runs out of disk names the file and leaves the earlier checkpoints and user files") {
+namespace {
+
+// `async`: with save_async, the failure of the background write surfaces at the next step as the same error.
+void check_disk_fills_up(bool async) {
   TempDir dir("fulldisk");
   tt_test::write_file(dir / "notes.txt", "the user's own file");
   fs::create_directories(dir / "data");
@@ -589,7 +593,9 @@ TEST_CASE("a save that runs out of disk names the file and leaves the earlier ch
     std::string report = "train() returned";
     int code = 3;
     try {
-      tt::Trainer trainer(Mlp(), checkpointing_args(dir.str()), Blobs(16, 1));
+      auto args = checkpointing_args(dir.str());
+      args.save_async = async;
+      tt::Trainer trainer(Mlp(), args, Blobs(16, 1));
       trainer.pop_callback<tt::PrinterCallback>();
       trainer.add_callback<FillDiskAfterFirstSave>();
       trainer.train();
@@ -625,6 +631,16 @@ TEST_CASE("a save that runs out of disk names the file and leaves the earlier ch
   CHECK(left == std::set<std::string>{"checkpoint-2", "data", "notes.txt"});
   CHECK(tt_test::read_file(dir / "notes.txt") == "the user's own file");
   CHECK(tt_test::read_file(dir / "data/train.csv") == "1,0\n");
+}
+
+}  // namespace
+
+TEST_CASE("a save that runs out of disk names the file and leaves the earlier checkpoints and user files") {
+  check_disk_fills_up(false);
+}
+
+TEST_CASE("save_async: a background write that runs out of disk is the same error, and nothing earlier is lost") {
+  check_disk_fills_up(true);
 }
 
 TEST_CASE("rotation deletes the oldest checkpoints by step number, whatever their modification times") {
@@ -679,9 +695,22 @@ TEST_CASE("rotation keeps the best checkpoint in addition to the newest ones (RE
   CHECK(rotated(0, std::nullopt, {2, 4, 6}) == V{"checkpoint-2", "checkpoint-4", "checkpoint-6"});
 }
 
-TEST_CASE("save_total_limit 1 with load_best_model_at_end keeps best and last while training, then only best") {
+namespace {
+
+// While alive, each file a checkpoint writes takes `delay` longer: a background write then spans several steps.
+class SlowCheckpointFiles {
+ public:
+  explicit SlowCheckpointFiles(std::chrono::milliseconds delay) {
+    tt::checkpoint::set_after_file_written_hook([delay](const fs::path&) { std::this_thread::sleep_for(delay); });
+  }
+  ~SlowCheckpointFiles() { tt::checkpoint::set_after_file_written_hook(nullptr); }
+};
+
+void check_limit_one_keeps_best_and_last(bool async) {
   TempDir dir("limit1");
   auto args = checkpointing_args(dir.str());
+  args.save_async = async;
+  SlowCheckpointFiles slow(std::chrono::milliseconds(async ? 5 : 0));
   args.max_steps = 4;
   args.save_steps = 1;
   args.eval_strategy = tt::IntervalStrategy::steps;
@@ -721,4 +750,229 @@ TEST_CASE("save_total_limit 1 with load_best_model_at_end keeps best and last wh
   Mlp best;
   tt::checkpoint::load_module(*best, dir / "checkpoint-2/model.pt");
   CHECK(torch::equal(best->fc1->weight, trainer.model->fc1->weight));
+}
+
+}  // namespace
+
+TEST_CASE("save_total_limit 1 with load_best_model_at_end keeps best and last while training, then only best") {
+  check_limit_one_keeps_best_and_last(false);
+}
+
+TEST_CASE("save_async: rotation and the best checkpoint follow the synchronous order") {
+  check_limit_one_keeps_best_and_last(true);
+}
+
+namespace {
+
+// Events as (name, global_step); at each on_save, whether checkpoint-<global_step> is whole on disk then.
+struct EventRecorder : tt::TrainerCallback {
+  fs::path dir;
+  std::vector<std::pair<std::string, std::int64_t>> events;
+  std::vector<std::string> saves_not_on_disk;
+#define RECORD(event) \
+  void event(const Args&, const State& s, Control&, const Context&) override { events.emplace_back(#event, s.global_step); }
+  RECORD(on_train_begin)
+  RECORD(on_epoch_begin)
+  RECORD(on_step_begin)
+  RECORD(on_step_end)
+  RECORD(on_epoch_end)
+  RECORD(on_evaluate)
+  RECORD(on_log)
+  RECORD(on_train_end)
+#undef RECORD
+  void on_save(const Args&, const State& s, Control&, const Context&) override {
+    events.emplace_back("on_save", s.global_step);
+    const auto folder = dir / ("checkpoint-" + std::to_string(s.global_step));
+    if (tt::checkpoint::invalid_reason(folder) || fs::exists(tt::detail::staging_sibling(folder)))
+      saves_not_on_disk.push_back(folder.filename().string());
+  }
+};
+
+struct AsyncRun {
+  std::vector<std::pair<std::string, std::int64_t>> events;
+  std::vector<std::string> saves_not_on_disk, checkpoints, messages;
+  std::optional<std::string> best_model_checkpoint;
+  std::vector<torch::Tensor> weights;
+};
+
+AsyncRun run_saving(const TempDir& dir, bool async) {
+  auto args = checkpointing_args(dir.str());
+  args.max_steps = 12;
+  args.save_steps = 2;
+  args.eval_strategy = tt::IntervalStrategy::steps;
+  args.eval_steps = 2;
+  args.save_total_limit = 2;
+  args.load_best_model_at_end = true;
+  args.save_async = async;
+  AsyncRun run;
+  // A slow disk: each write is still in flight at the next save point, two steps on.
+  SlowCheckpointFiles slow(std::chrono::milliseconds(async ? 15 : 0));
+  const auto previous = tt::set_message_handler(
+      [&run](tt::MessageLevel, const std::string& message) { run.messages.push_back(message); });
+  {
+    torch::manual_seed(3);
+    tt::Trainer trainer(Mlp(), args, Blobs(32, 1), Blobs(8, 2));
+    trainer.pop_callback<tt::PrinterCallback>();
+    auto recorder = trainer.add_callback<EventRecorder>();
+    recorder->dir = dir.path();
+    trainer.train();
+    run.events = recorder->events;
+    run.saves_not_on_disk = recorder->saves_not_on_disk;
+    run.best_model_checkpoint = trainer.state.best_model_checkpoint;
+    for (const auto& p : trainer.model->parameters()) run.weights.push_back(p.detach().clone());
+  }
+  tt::set_message_handler(previous);
+  run.checkpoints = names(tt::checkpoint::sorted_checkpoints(dir.path()));
+  return run;
+}
+
+std::vector<std::pair<std::string, std::int64_t>> without_on_save(std::vector<std::pair<std::string, std::int64_t>> events) {
+  events.erase(std::remove_if(events.begin(), events.end(), [](const auto& e) { return e.first == "on_save"; }),
+               events.end());
+  return events;
+}
+
+}  // namespace
+
+TEST_CASE("save_async: the same checkpoints and events as synchronous saves, each on_save once its checkpoint is on disk") {
+  TempDir sync_dir("sync-saves"), async_dir("async-saves");
+  const auto sync = run_saving(sync_dir, false);
+  const auto async = run_saving(async_dir, true);
+
+  CHECK(async.saves_not_on_disk.empty());
+  CHECK(sync.saves_not_on_disk.empty());
+  CHECK(without_on_save(async.events) == without_on_save(sync.events));
+  // The on_saves of both, in order, each after its step's on_step_end and before on_train_end.
+  std::vector<std::int64_t> sync_saves, async_saves;
+  for (const auto& [event, step] : sync.events)
+    if (event == "on_save") sync_saves.push_back(step);
+  std::int64_t last_step_end = 0;
+  bool ended = false;
+  for (const auto& [event, step] : async.events) {
+    if (event == "on_step_end") last_step_end = step;
+    if (event == "on_train_end") ended = true;
+    if (event != "on_save") continue;
+    async_saves.push_back(step);
+    CHECK(step <= last_step_end);
+    CHECK_FALSE(ended);
+  }
+  CHECK(async_saves == sync_saves);
+  CHECK(sync_saves == std::vector<std::int64_t>{2, 4, 6, 8, 10, 12});
+  // At least one on_save came after later steps: the writes really ran while training went on.
+  CHECK(async.events != sync.events);
+  CHECK(std::find_if(async.messages.begin(), async.messages.end(), [](const std::string& m) {
+          return m.find("waiting for checkpoint-") != std::string::npos && m.find("to be written") != std::string::npos;
+        }) != async.messages.end());
+
+  CHECK(async.checkpoints == sync.checkpoints);
+  REQUIRE(sync.best_model_checkpoint);
+  CHECK(fs::path(*async.best_model_checkpoint).filename() == fs::path(*sync.best_model_checkpoint).filename());
+  REQUIRE(async.weights.size() == sync.weights.size());
+  for (std::size_t i = 0; i < sync.weights.size(); ++i) CHECK(torch::equal(async.weights[i], sync.weights[i]));
+  // The files hold the same state; optimizer.pt's keys are parameter addresses, which differ between two models.
+  for (const auto& folder : sync.checkpoints)
+    for (const char* file : {"model.pt", "rng_state.pt", "scheduler.json", "loop_state.json", "trainer_state.json"}) {
+      INFO(folder << "/" << file);
+      auto text = [&](const TempDir& dir) {
+        auto bytes = tt_test::read_file(dir / folder / file);
+        if (std::string(file) != "trainer_state.json") return bytes;
+        auto json = tt::detail::parse_python_json(bytes, file);
+        json["best_model_checkpoint"] = fs::path(json["best_model_checkpoint"].get<std::string>()).filename().string();
+        for (auto& entry : json["log_history"])  // wall-clock figures differ between any two runs
+          for (const char* timing : {"eval_runtime", "eval_samples_per_second", "eval_steps_per_second"})
+            entry.erase(timing);
+        return json.dump();
+      };
+      CHECK(text(async_dir) == text(sync_dir));
+    }
+}
+
+namespace {
+
+// An optimizer of a type StateSnapshot does not know: SGD's update and state, saved by its own save().
+class PlainSgd : public torch::optim::Optimizer {
+ public:
+  explicit PlainSgd(std::vector<torch::Tensor> params)
+      : Optimizer({torch::optim::OptimizerParamGroup(std::move(params))},
+                  std::make_unique<torch::optim::SGDOptions>(0.1)) {}
+  torch::Tensor step(LossClosure = nullptr) override {
+    torch::NoGradGuard no_grad;
+    for (auto& p : param_groups().front().params()) {
+      auto& state = state_[c10::guts::to_string(p.unsafeGetTensorImpl())];
+      if (!state) state = std::make_unique<torch::optim::SGDParamState>();
+      auto& sgd = static_cast<torch::optim::SGDParamState&>(*state);
+      sgd.momentum_buffer(sgd.momentum_buffer().defined() ? sgd.momentum_buffer() * 0.9 + p.grad() : p.grad().clone());
+      p.sub_(sgd.momentum_buffer() * 0.1);
+    }
+    return {};
+  }
+  void save(torch::serialize::OutputArchive& archive) const override {
+    torch::optim::serialize<torch::optim::SGDParamState, torch::optim::SGDOptions>(archive, *this);
+  }
+};
+
+std::string written(const tt::checkpoint::FileContents& contents, const fs::path& path) {
+  {
+    tt::detail::DurableFile file(path);
+    contents(file);
+    file.commit();
+  }
+  return tt_test::read_file(path);
+}
+
+}  // namespace
+
+TEST_CASE("StateSnapshot writes the files the live objects' save() writes, keeps them through later steps, and reuses its buffers") {
+  TempDir dir("snapshot");
+  using Factory = std::function<std::unique_ptr<torch::optim::Optimizer>(std::vector<torch::Tensor>)>;
+  namespace o = torch::optim;
+  struct Case {
+    std::string name;
+    Factory make;
+    int copies_per_parameter;  // the state's tensors per parameter; the last type's state is serialized instead
+  };
+  const std::vector<Case> optimizers{
+      {"AdamW", [](auto p) { return std::make_unique<o::AdamW>(p, o::AdamWOptions(1e-2)); }, 2},
+      {"Adam amsgrad", [](auto p) { return std::make_unique<o::Adam>(p, o::AdamOptions(1e-2).amsgrad(true)); }, 3},
+      {"SGD momentum", [](auto p) { return std::make_unique<o::SGD>(p, o::SGDOptions(1e-2).momentum(0.9)); }, 1},
+      {"Adagrad", [](auto p) { return std::make_unique<o::Adagrad>(p, o::AdagradOptions(1e-2)); }, 1},
+      {"RMSprop centered with momentum",
+       [](auto p) { return std::make_unique<o::RMSprop>(p, o::RMSpropOptions(1e-2).centered(true).momentum(0.5)); }, 3},
+      {"another type, serialized at capture", [](auto p) { return std::make_unique<PlainSgd>(p); }, 0},
+  };
+  for (const auto& [name, make, copies_per_parameter] : optimizers) {
+    SECTION(name) {
+      torch::manual_seed(0);
+      Mlp model;
+      auto optimizer = make(model->parameters());
+      auto step = [&] {
+        optimizer->zero_grad();
+        model->forward(torch::randn({8, 4})).pow(2).sum().backward();
+        optimizer->step();
+      };
+      tt::checkpoint::StateSnapshot snapshot;
+      std::vector<const void*> buffers;
+      for (int save = 0; save < 3; ++save) {
+        step();
+        snapshot.capture(*model, optimizer.get());
+        const auto live_model = written(tt::checkpoint::archive_contents([&](auto& a) { model->save(a); }), dir / "live-model.pt");
+        const auto live_optimizer = written(tt::checkpoint::archive_contents([&](auto& a) { optimizer->save(a); }), dir / "live-optimizer.pt");
+        step();  // training goes on: the snapshot keeps the state of its capture
+        CHECK(written(snapshot.model_contents(), dir / "model.pt") == live_model);
+        CHECK(written(snapshot.optimizer_contents(), dir / "optimizer.pt") == live_optimizer);
+        // One copy of the state, in the same buffers at every capture.
+        std::vector<const void*> now;
+        std::int64_t bytes = 0;
+        for (const auto& t : snapshot.tensors()) {
+          now.push_back(t.data_ptr());
+          bytes += t.nbytes();
+        }
+        std::int64_t live_bytes = 0;
+        for (const auto& p : model->parameters()) live_bytes += p.nbytes();
+        CHECK(bytes == live_bytes * (1 + copies_per_parameter));
+        if (save == 0) buffers = now;
+        CHECK(now == buffers);
+      }
+    }
+  }
 }

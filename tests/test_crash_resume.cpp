@@ -201,6 +201,11 @@ TEST_CASE("killed at random points and resumed, training ends with the uninterru
       {"load_best_model_at_end", kCommon + " --num_train_epochs 3 --logging_steps 6 --eval_strategy steps --eval_steps 8"
                                            " --save_strategy steps --save_steps 8 --load_best_model_at_end true"
                                            " --metric_for_best_model loss --save_total_limit 2 --learning_rate 0.01"},
+      // A save every 3 steps, each written in the background while the next steps run: most kills land
+      // during a write.
+      {"save_async", kCommon + " --num_train_epochs 3 --logging_steps 6 --eval_strategy steps --eval_steps 3"
+                               " --save_strategy steps --save_steps 3 --save_async true --load_best_model_at_end true"
+                               " --metric_for_best_model loss --save_total_limit 2 --learning_rate 0.01"},
   };
   std::uint32_t seed = 2024;
   for (const auto& s : setups) {
@@ -299,24 +304,27 @@ TEST_CASE("SIGINT saves a checkpoint and exits with 130, and a second SIGTERM st
 
 namespace {
 
-// crash_during_save's arguments, with "scaled" last for a run with a loss scaler.
-std::vector<std::string> save_crash_args(std::vector<std::string> words, bool scaled) {
+// crash_during_save's arguments, with "scaled" for a run with a loss scaler and "async" for save_async last.
+std::vector<std::string> save_crash_args(std::vector<std::string> words, bool scaled, bool async) {
   if (scaled) words.push_back("scaled");
+  if (async) words.push_back("async");
   return words;
 }
 
-void check_killed_during_save(bool scaled) {
+void check_killed_during_save(bool scaled, bool async = false) {
   tt_test::TempDir reference("save-ref");
   {
-    Child child(TORCHTRAIN_CRASH_DURING_SAVE, save_crash_args({reference.str(), "run"}, scaled), reference / "log.txt");
+    // The reference saves synchronously: a background write must not change what training computes.
+    Child child(TORCHTRAIN_CRASH_DURING_SAVE, save_crash_args({reference.str(), "run"}, scaled, false), reference / "log.txt");
     INFO(tt_test::read_file(reference / "log.txt"));
     REQUIRE(describe_status(child.wait()) == "exit status 0");
   }
-  // The third save (checkpoint-12) dies after its first file, or after its manifest, the last file before the rename.
-  for (const char* files : {"1", "8"}) {
+  // The third save (checkpoint-12) dies after its first file, between two files (async), or after its manifest,
+  // the last file before the rename.
+  for (const char* files : async ? std::vector<const char*>{"1", "4", "8"} : std::vector<const char*>{"1", "8"}) {
     tt_test::TempDir dir("save-kill");
     {
-      Child child(TORCHTRAIN_CRASH_DURING_SAVE, save_crash_args({dir.str(), "kill", "3", files}, scaled), dir / "log.txt");
+      Child child(TORCHTRAIN_CRASH_DURING_SAVE, save_crash_args({dir.str(), "kill", "3", files}, scaled, async), dir / "log.txt");
       INFO(tt_test::read_file(dir / "log.txt"));
       REQUIRE(describe_status(child.wait()) == "killed by signal 9");
     }
@@ -325,7 +333,7 @@ void check_killed_during_save(bool scaled) {
     CHECK(!fs::exists(dir / "checkpoint-12"));
     CHECK(fs::is_directory(dir / "checkpoint-8"));
     {
-      Child child(TORCHTRAIN_CRASH_DURING_SAVE, save_crash_args({dir.str(), "resume"}, scaled), dir / "log.txt");
+      Child child(TORCHTRAIN_CRASH_DURING_SAVE, save_crash_args({dir.str(), "resume"}, scaled, async), dir / "log.txt");
       INFO(tt_test::read_file(dir / "log.txt"));
       REQUIRE(describe_status(child.wait()) == "exit status 0");
     }
@@ -356,6 +364,10 @@ TEST_CASE("a process killed in the middle of a save resumes from the checkpoint 
 
 TEST_CASE("killed in the middle of a save, a run with a loss scaler resumes to the same weights and scale") {
   check_killed_during_save(true);
+}
+
+TEST_CASE("save_async: a process killed during a background write resumes from the checkpoint before, to the same weights") {
+  check_killed_during_save(true, true);
 }
 
 TEST_CASE("a resume from a checkpoint saved at an epoch's last step runs that epoch's end first") {

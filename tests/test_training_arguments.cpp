@@ -60,6 +60,7 @@ void require_same_fields(const TrainingArguments& a, const TrainingArguments& b)
   CHECK(a.save_steps == b.save_steps);
   CHECK(a.save_total_limit == b.save_total_limit);
   CHECK(a.save_only_model == b.save_only_model);
+  CHECK(a.save_async == b.save_async);
   CHECK(a.load_best_model_at_end == b.load_best_model_at_end);
   CHECK(a.metric_for_best_model == b.metric_for_best_model);
   CHECK(a.greater_is_better == b.greater_is_better);
@@ -123,6 +124,7 @@ TrainingArguments non_default_arguments(bool swapped = false) {
   a.save_steps = 75;
   a.save_total_limit = 3;
   a.save_only_model = true;
+  a.save_async = true;
   a.load_best_model_at_end = true;
   a.metric_for_best_model = "accuracy";
   a.greater_is_better = false;
@@ -218,6 +220,7 @@ TEST_CASE("TrainingArguments defaults are Hugging Face's", "[training_arguments]
   CHECK(a.save_steps == 500);
   CHECK_FALSE(a.save_total_limit);
   CHECK_FALSE(a.save_only_model);
+  CHECK_FALSE(a.save_async);
   CHECK_FALSE(a.load_best_model_at_end);
   CHECK_FALSE(a.metric_for_best_model);
   CHECK_FALSE(a.greater_is_better);
@@ -569,7 +572,7 @@ TEST_CASE("get_warmup_steps and effective_data_seed", "[training_arguments][deri
 
 TEST_CASE("to_json writes every field with HF spellings", "[training_arguments][json]") {
   const json j = TrainingArguments().to_json();
-  CHECK(j.size() == 57);
+  CHECK(j.size() == 58);
   for (const auto& field : torchtrain::detail::argument_fields<TrainingArguments>())
     CHECK(j.contains(std::string(field.name)));
   CHECK(j.at("eval_strategy") == "no");

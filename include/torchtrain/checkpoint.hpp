@@ -8,9 +8,11 @@
 //   checkpoint/load.hpp        load: all or nothing
 #pragma once
 
+#include "torchtrain/checkpoint/background_save.hpp"
 #include "torchtrain/checkpoint/layout.hpp"
 #include "torchtrain/checkpoint/load.hpp"
 #include "torchtrain/checkpoint/manifest.hpp"
 #include "torchtrain/checkpoint/save.hpp"
+#include "torchtrain/checkpoint/snapshot.hpp"
 #include "torchtrain/checkpoint/state_io.hpp"
 #include "torchtrain/checkpoint/validation.hpp"

@@ -39,6 +39,7 @@ class PreemptionGuard;
 class ProcessGroup;
 namespace checkpoint {
 struct ValidCheckpoint;
+class BackgroundSave;
 }
 
 class TrainerBase {
@@ -290,6 +291,8 @@ class TrainerBase {
     empty_epoch,    // an epoch without a single batch
     save_new_best,  // save_strategy best: the evaluation found a new best metric...
     no_new_best,    // ...or did not
+    saving_in_background,  // save_async: the checkpoint is handed to the writer; on_save follows when it is on disk
+    save_point_continues,  // ...and that on_save, fired at the next save point, does not cancel that save
   };
   void loop_decides(LoopDecision decision);
 
@@ -351,9 +354,23 @@ class TrainerBase {
 
   bool determine_best_metric(const Metrics& metrics);
 
-  // Everything a checkpoint holds: the state with the callbacks' states, and the loop state.
-  /// `preemption`: written because of a signal, not because the save strategy asked for it.
-  void save_checkpoint(Boundary where, bool preemption = false);
+  // Everything a checkpoint holds: the state with the callbacks' states, and the loop state. `preemption`:
+  // written because of a signal, not because the save strategy asked for it, and always synchronously. Returns
+  // whether the checkpoint is on disk (and rotated) now; with save_async it is written in the background, and
+  // collect_background_save or finish_background_save completes it.
+  bool save_checkpoint(Boundary where, bool preemption = false);
+
+  // save_async: completes the checkpoint in flight once it is on disk, as a synchronous save would have at its
+  // save point (rotation, then on_save with the state it holds); a failed write throws its CheckpointError.
+  // collect_ only when the writer is done (as the ranks agreed at the last decision point); finish_ waits for it,
+  // and says so when the next save had to wait. Distributed, every rank calls them at the same points and
+  // follows rank 0's writer.
+  void collect_background_save();
+  void finish_background_save(bool before_next_save = false);
+  void complete_background_save(int status);
+
+  // After a checkpoint is on disk (rank 0): save_total_limit's rotation, by the best checkpoint `saved` names.
+  void rotate_checkpoints(const TrainerState& saved) const;
 
   // Restores every stateful callback and the control from `saved`, or, if one of them throws, none of them.
   void restore_callback_states(const TrainerState& saved);
@@ -380,6 +397,11 @@ class TrainerBase {
   bool in_train_ = false;
   std::optional<c10::ScalarType> full_eval_dtype_;  // during a FullPrecisionEval
   int agreed_signal_ = 0;                        // the preemption signal the ranks last agreed on
+  // save_async: the host copies, the writer thread and the checkpoint in flight; rank 0's writer's state as the
+  // ranks last agreed on it (kSave* below).
+  std::unique_ptr<checkpoint::BackgroundSave> background_save_;
+  int agreed_save_status_ = 0;
+  static constexpr int kSaveWriting = 0, kSaveWritten = 1, kSaveFailed = 2;
   int preempted_by_ = 0;                         // the signal that stopped this run, once its checkpoint is saved
 };
 

@@ -75,6 +75,7 @@ struct TrainingArguments {
   double save_steps = 500;
   std::optional<std::int64_t> save_total_limit;
   bool save_only_model = false;
+  bool save_async = false;  // write checkpoints on a background thread; training pauses only to copy the state
   bool load_best_model_at_end = false;
   std::optional<std::string> metric_for_best_model;  // "loss" when load_best_model_at_end or plateau schedule
   std::optional<bool> greater_is_better;             // unset: !metric_for_best_model.ends_with("loss")

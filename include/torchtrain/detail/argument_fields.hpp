@@ -78,6 +78,8 @@ const std::vector<ArgumentField<Args>>& argument_fields() {
       {"save_steps", &Args::save_steps, "save every N steps; below 1: a fraction of the training steps"},
       {"save_total_limit", &Args::save_total_limit, "keep at most this many checkpoints; none: keep all"},
       {"save_only_model", &Args::save_only_model, "save the model only, without optimizer/scheduler/RNG state"},
+      {"save_async", &Args::save_async,
+       "write checkpoints on a background thread; training pauses only to copy the state to host memory"},
       {"load_best_model_at_end", &Args::load_best_model_at_end, "load the best checkpoint when training ends"},
       {"metric_for_best_model", &Args::metric_for_best_model, "metric that ranks checkpoints; none: loss when needed"},
       {"greater_is_better", &Args::greater_is_better,

@@ -72,14 +72,21 @@ inline std::vector<double> average_over_ranks(ProcessGroup& group, const std::ve
   return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
 }
 
-/// Makes `control` rank 0's on every rank, and returns the largest of the ranks' `signal`s (0: none), so a
-/// preemption signal that reached any rank stops all of them at the same step.
-inline int agree_on_control(ProcessGroup& group, TrainerControl& control, int signal) {
+/// What the ranks agreed on at a decision point: the largest of their preemption signals (0: none) and rank 0's
+/// `save_status` (the state of its background checkpoint write).
+struct AgreedDecisions {
+  int signal = 0;
+  int save_status = 0;
+};
+
+/// Makes `control` rank 0's on every rank, with rank 0's `save_status`, and the largest of the ranks' `signal`s,
+/// so a preemption signal that reached any rank stops all of them at the same step.
+inline AgreedDecisions agree_on_control(ProcessGroup& group, TrainerControl& control, int signal, int save_status) {
   const bool zero = group.rank() == 0;
   torch::Tensor flags = torch::tensor(
       std::vector<std::int64_t>{zero && control.should_training_stop, zero && control.should_epoch_stop,
                                 zero && control.should_save, zero && control.should_evaluate,
-                                zero && control.should_log, signal},
+                                zero && control.should_log, signal, zero ? save_status : 0},
       torch::kLong);
   flags = flags.to(group.device());
   group.all_reduce(flags, "agreeing on the callbacks' decisions", c10d::ReduceOp::MAX);
@@ -90,7 +97,14 @@ inline int agree_on_control(ProcessGroup& group, TrainerControl& control, int si
   control.should_save = f[2] != 0;
   control.should_evaluate = f[3] != 0;
   control.should_log = f[4] != 0;
-  return static_cast<int>(f[5]);
+  return {static_cast<int>(f[5]), static_cast<int>(f[6])};
+}
+
+/// The largest of the ranks' `value`s.
+inline int max_over_ranks(ProcessGroup& group, int value, const std::string& what) {
+  torch::Tensor t = torch::tensor(std::vector<std::int64_t>{value}, torch::kLong).to(group.device());
+  group.all_reduce(t, what, c10d::ReduceOp::MAX);
+  return static_cast<int>(t.to(torch::kCPU).item<std::int64_t>());
 }
 
 /// The examples rank `rank` of `world` evaluates: rank, rank + world, ... below `total` (no padding).

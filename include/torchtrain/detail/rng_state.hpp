@@ -54,11 +54,11 @@ inline void set_rng_states(const std::vector<torch::Tensor>& states, const std::
   put_rng_states(states, std::min(saved_cuda, live_cuda));
 }
 
-/// rng_states() written as torch::save writes a vector of tensors (the CPU state as "0", CUDA device i as
-/// "i+1"), so that torch::load reads it back.
-inline void save_rng_states(const std::function<std::size_t(const void*, std::size_t)>& sink) {
+/// `states` (as rng_states() lists them) written as torch::save writes a vector of tensors (the CPU state as
+/// "0", CUDA device i as "i+1"), so that torch::load reads it back.
+inline void write_rng_states(const std::vector<torch::Tensor>& states,
+                             const std::function<std::size_t(const void*, std::size_t)>& sink) {
   torch::serialize::OutputArchive archive;
-  const auto states = rng_states();
   for (std::size_t i = 0; i < states.size(); ++i) archive.write(std::to_string(i), states[i]);
   archive.save_to(sink);
 }

@@ -62,6 +62,14 @@ TORCHTRAIN_INLINE TrainOutput TrainerBase::train(ResumeFrom resume_from_checkpoi
   try {
     return inner_training_loop(std::move(resume_from_checkpoint), trial);
   } catch (...) {
+    if (background_save_ && background_save_->in_flight()) {
+      // The checkpoint in flight is completed (or its staging folder removed) before the exception goes on.
+      try {
+        background_save_->finish();
+      } catch (const std::exception& e) {
+        detail::warn(detail::error_text(e));
+      }
+    }
     context_.exception = std::current_exception();
     handler_.on_exception(args, state, control, context_);
     context_.exception = nullptr;
@@ -357,6 +365,7 @@ TORCHTRAIN_INLINE void TrainerBase::finish_update(std::int64_t epoch, std::int64
   const Boundary where = step + 1 == steps_in_epoch ? Boundary::last_step_of_epoch : Boundary::step;
   maybe_log_save_evaluate(where);
   preempted_by_ = save_if_preempted(where);
+  collect_background_save();
 }
 
 TORCHTRAIN_INLINE void TrainerBase::end_epoch() {
@@ -365,9 +374,11 @@ TORCHTRAIN_INLINE void TrainerBase::end_epoch() {
   agree_on_control();
   maybe_log_save_evaluate(Boundary::epoch_end);
   preempted_by_ = save_if_preempted(Boundary::epoch_end);
+  collect_background_save();
 }
 
 TORCHTRAIN_INLINE TrainOutput TrainerBase::end_training(const RunPlan& plan) {
+  finish_background_save();
   if (!preempted_by_) preempted_by_ = save_if_preempted(Boundary::epoch_end);
   // A preempted run is not at its end: the best model is loaded, and the others deleted, when it finishes.
   if (args.load_best_model_at_end && state.best_model_checkpoint && !preempted_by_) load_best_model();
@@ -489,10 +500,12 @@ TORCHTRAIN_INLINE void TrainerBase::loop_decides(LoopDecision decision) {
       control.should_training_stop = true;
       break;
     case LoopDecision::save_new_best:
+    case LoopDecision::save_point_continues:
       control.should_save = true;
       break;
     case LoopDecision::already_saved:
     case LoopDecision::no_new_best:
+    case LoopDecision::saving_in_background:
       control.should_save = false;
       break;
   }
@@ -535,7 +548,13 @@ TORCHTRAIN_INLINE void TrainerBase::set_process_flags() {
 
 TORCHTRAIN_INLINE void TrainerBase::agree_on_control() {
   if (!group_) return;
-  agreed_signal_ = detail::agree_on_control(*group_, control, preemption_ ? preemption_->signal() : 0);
+  const bool writing = background_save_ && background_save_->in_flight() && group_->rank() == 0;
+  const int save_status = !writing || !background_save_->done() ? kSaveWriting
+                          : background_save_->failed()          ? kSaveFailed
+                                                                : kSaveWritten;
+  const auto agreed = detail::agree_on_control(*group_, control, preemption_ ? preemption_->signal() : 0, save_status);
+  agreed_signal_ = agreed.signal;
+  agreed_save_status_ = agreed.save_status;
 }
 
 TORCHTRAIN_INLINE double TrainerBase::averaged(double value, const char* what) {
@@ -673,10 +692,7 @@ TORCHTRAIN_INLINE void TrainerBase::maybe_log_save_evaluate(Boundary where) {
     log(std::move(logs));
   }
   if (control.should_evaluate) evaluate_during_training(/*track_best=*/true);
-  if (control.should_save) {
-    save_checkpoint(where);
-    handler_.on_save(args, state, control, context_);
-  }
+  if (control.should_save && save_checkpoint(where)) handler_.on_save(args, state, control, context_);
 }
 
 TORCHTRAIN_INLINE int TrainerBase::save_if_preempted(Boundary where) {
@@ -685,6 +701,7 @@ TORCHTRAIN_INLINE int TrainerBase::save_if_preempted(Boundary where) {
   if (signal == 0) return 0;
   const bool save = last_saved_step_ != state.global_step;
   if (save) save_checkpoint(where, /*preemption=*/true);  // before the stop flag, which it must not carry
+  finish_background_save();  // a save at this step that is still in flight
   loop_decides(LoopDecision::preempted);
   if (save) handler_.on_save(args, state, control, context_);
   if (rank() == 0) {
@@ -733,7 +750,8 @@ TORCHTRAIN_INLINE bool TrainerBase::determine_best_metric(const Metrics& metrics
   return false;
 }
 
-TORCHTRAIN_INLINE void TrainerBase::save_checkpoint(Boundary where, bool preemption) {
+TORCHTRAIN_INLINE bool TrainerBase::save_checkpoint(Boundary where, bool preemption) {
+  finish_background_save(/*before_next_save=*/true);  // at most one in flight; the best checkpoint's folder is known
   const auto folder = std::filesystem::path(args.output_dir) / ("checkpoint-" + std::to_string(state.global_step));
   if (preemption) preemption_steps_.push_back(state.global_step);
   // The best model's checkpoint is the best step's folder when it exists, as HF has it, unless a preemption
@@ -773,11 +791,71 @@ TORCHTRAIN_INLINE void TrainerBase::save_checkpoint(Boundary where, bool preempt
   loop.preemption_steps = preemption_steps_;
   auto stream = train_stream_state();
   if (stream) loop.stream_position = LoopState::StreamPosition{stream->epoch, stream->batches};
-  checkpoint::save(folder, args, state, module(), args.save_only_model ? nullptr : optimizer.get(),
-                   args.save_only_model ? nullptr : lr_scheduler.get(), loop.to_json(), ranks,
-                   stream ? std::move(stream->position) : std::nullopt);
+  auto* const saved_optimizer = args.save_only_model ? nullptr : optimizer.get();
+  auto contents = checkpoint::contents_of(args, state, module(), saved_optimizer,
+                                          args.save_only_model ? nullptr : lr_scheduler.get(), loop.to_json(),
+                                          stream ? std::move(stream->position) : std::nullopt);
   last_saved_step_ = state.global_step;
-  if (state.is_world_process_zero) checkpoint::rotate(args.output_dir, args.save_total_limit, state.best_model_checkpoint);
+  if (!args.save_async || preemption) {
+    checkpoint::save(folder, contents, ranks);
+    rotate_checkpoints(state);
+    return true;
+  }
+  // checkpoint::save's protocol, with rank 0's part on the writer thread over host copies: the barriers stay on
+  // this thread, and the other ranks' files are on disk before the writer starts.
+  if (!background_save_) background_save_ = std::make_unique<checkpoint::BackgroundSave>();
+  const bool zero = ranks.rank == 0;
+  if (zero) {
+    auto& snapshot = background_save_->snapshot();
+    snapshot.capture(module(), saved_optimizer);
+    contents.model = snapshot.model_contents();
+    contents.optimizer = snapshot.optimizer_contents();
+  }
+  checkpoint::prepare_checkpoint(folder, contents, ranks);
+  background_save_->start(folder, std::move(contents), ranks.world_size, state, zero);
+  agreed_save_status_ = kSaveWriting;  // until the ranks next agree on this one
+  loop_decides(LoopDecision::saving_in_background);
+  return false;
+}
+
+TORCHTRAIN_INLINE void TrainerBase::rotate_checkpoints(const TrainerState& saved) const {
+  if (saved.is_world_process_zero) checkpoint::rotate(args.output_dir, args.save_total_limit, saved.best_model_checkpoint);
+}
+
+TORCHTRAIN_INLINE void TrainerBase::collect_background_save() {
+  if (!background_save_ || !background_save_->in_flight()) return;
+  const int status = group_ ? agreed_save_status_
+                     : !background_save_->done() ? kSaveWriting
+                                                 : kSaveWritten;  // finish() throws a failure
+  if (status != kSaveWriting) complete_background_save(status);
+}
+
+TORCHTRAIN_INLINE void TrainerBase::finish_background_save(bool before_next_save) {
+  if (!background_save_ || !background_save_->in_flight()) return;
+  const bool zero = rank() == 0;
+  if (zero && before_next_save && !background_save_->done())
+    detail::inform("waiting for " + background_save_->folder().filename().string() + " to be written before saving checkpoint-" +
+                   std::to_string(state.global_step) + "; save less often to train without waiting");
+  int status = kSaveWritten;
+  if (zero) {
+    background_save_->wait();
+    if (background_save_->failed()) status = kSaveFailed;
+  }
+  if (group_) status = detail::max_over_ranks(*group_, zero ? status : 0, "waiting for rank 0's checkpoint");
+  complete_background_save(status);
+}
+
+TORCHTRAIN_INLINE void TrainerBase::complete_background_save(int status) {
+  if (status == kSaveFailed && rank() != 0) {
+    const auto folder = background_save_->finish().folder;
+    throw CheckpointError("cannot save checkpoint " + folder.string() +
+                          ": rank 0 could not write it (its error says why); the checkpoints saved before it are untouched");
+  }
+  const auto written = background_save_->finish();  // rank 0's failure throws here
+  rotate_checkpoints(written.state);
+  const bool saving_now = control.should_save;
+  handler_.on_save(args, written.state, control, context_);  // with the step it saved, as a synchronous save
+  if (saving_now) loop_decides(LoopDecision::save_point_continues);
 }
 
 TORCHTRAIN_INLINE void TrainerBase::restore_callback_states(const TrainerState& saved) {
