@@ -236,22 +236,23 @@ std::vector<nlohmann::json> trace_events(const fs::path& path) {
 const Setup kPreempted{"preempted", kCommon + " --num_train_epochs 2 --gradient_accumulation_steps 2 --logging_steps 5"
                                               " --eval_strategy epoch --save_strategy no"};
 
+// Runs the set-up into `dir` and sends SIGTERM once its trace has `lines` lines; it must exit with 143.
+void run_until_sigterm(const Setup& s, const fs::path& dir, std::int64_t lines) {
+  LineCounter trace(dir / "trace.jsonl");
+  Child child(TORCHTRAIN_TRAIN_CLASSIFIER, classifier_args(s, dir, false), dir / "log.txt");
+  REQUIRE(wait_for_lines(child, trace, lines));
+  child.signal(SIGTERM);
+  const int status = child.wait();
+  INFO(tt_test::read_file(dir / "log.txt"));
+  REQUIRE(describe_status(status) == "exit status 143");
+}
+
 }  // namespace
 
 TEST_CASE("SIGTERM saves a checkpoint at the next step and exits with 143, and the resume ends where an uninterrupted run does") {
   tt_test::TempDir reference("term-ref"), preempted("term");
   run_to_end(kPreempted, reference.path(), false);
-  const auto total = LineCounter(reference / "trace.jsonl").count();
-
-  LineCounter trace(preempted / "trace.jsonl");
-  {
-    Child child(TORCHTRAIN_TRAIN_CLASSIFIER, classifier_args(kPreempted, preempted.path(), false), preempted / "log.txt");
-    REQUIRE(wait_for_lines(child, trace, total / 3));
-    child.signal(SIGTERM);
-    const int status = child.wait();
-    INFO(tt_test::read_file(preempted / "log.txt"));
-    REQUIRE(describe_status(status) == "exit status 143");
-  }
+  run_until_sigterm(kPreempted, preempted.path(), LineCounter(reference / "trace.jsonl").count() / 3);
   // save_strategy is no, so the one checkpoint is the preemption's, at the step after the signal.
   const auto events = trace_events(preempted / "trace.jsonl");
   REQUIRE(events.size() >= 3);
@@ -273,6 +274,27 @@ TEST_CASE("SIGTERM saves a checkpoint at the next step and exits with 143, and t
   CHECK(tt_test::read_file(preempted / "log.txt").find("torchtrain: Resuming from " + saved + " (global step " +
                                                        save["global_step"].dump() + ", epoch ") != std::string::npos);
   require_same_result(kPreempted, reference.path(), preempted.path(), /*callback_states=*/false);
+}
+
+TEST_CASE("save_async: SIGTERM completes the write in flight, saves synchronously, and the resume ends where an uninterrupted run does") {
+  const Setup s{"save_async preempted", kCommon + " --num_train_epochs 2 --logging_steps 5 --save_strategy steps"
+                                                  " --save_steps 3 --save_async true"};
+  tt_test::TempDir reference("term-async-ref"), preempted("term-async");
+  run_to_end(s, reference.path(), false);
+  run_until_sigterm(s, preempted.path(), LineCounter(reference / "trace.jsonl").count() / 2);
+  // Every checkpoint is whole, none is left half-written, and the newest is the step the signal stopped at.
+  const auto events = trace_events(preempted / "trace.jsonl");
+  REQUIRE(events.size() >= 3);
+  const auto& save = events[events.size() - 3];
+  REQUIRE(save["event"] == "on_save");
+  const auto checkpoints = torchtrain::checkpoint::sorted_checkpoints(preempted.path());
+  REQUIRE(!checkpoints.empty());
+  CHECK(checkpoints.back().filename() == "checkpoint-" + save["global_step"].dump());
+  for (const auto& folder : checkpoints) CHECK_FALSE(torchtrain::checkpoint::invalid_reason(folder));
+  for (const auto& entry : fs::directory_iterator(preempted.path()))
+    CHECK(entry.path().filename().string().rfind(".tmp-", 0) != 0);
+  run_to_end(s, preempted.path(), true);
+  require_same_result(s, reference.path(), preempted.path());
 }
 
 TEST_CASE("SIGINT saves a checkpoint and exits with 130, and a second SIGTERM stops the process at once") {

@@ -106,7 +106,7 @@ TrainingRun train_with_saves(int64_t layers, int64_t width, int64_t steps, int64
 int main(int argc, char** argv) {
   int repeats = 5;
   int64_t layers = 6, width = 4096;  // 6 x (4096 x 4096 + 4096) = 100.7M parameters
-  int64_t steps = 40, save_steps = 5;
+  int64_t steps = 40, save_steps = 10;
   fs::path dir = "checkpoint_io.tmp";
   std::string json_path = "checkpoint_io.json";
   for (int i = 1; i + 1 < argc; i += 2) {

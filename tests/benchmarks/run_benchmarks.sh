@@ -2,7 +2,8 @@
 # Runs every benchmark against the build folder given (default: build), prints the tables of the README's
 # Performance section and writes them, with every figure, to <build>/benchmark-results/benchmarks.{md,json}.
 #   bash tests/benchmarks/run_benchmarks.sh [build] [--checkpoint-io]
-# --checkpoint-io adds the ~100M-parameter checkpoint benchmark (about 3.6 GB written per repeat).
+# --checkpoint-io adds the ~100M-parameter checkpoint benchmark (about 3.6 GB written per repeat, then three
+# training runs of 40 steps with and without checkpoints: about ten minutes).
 # valgrind (callgrind) and Python with PyTorch are used when installed, and said to be skipped otherwise.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)

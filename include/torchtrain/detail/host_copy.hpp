@@ -86,17 +86,19 @@ struct ModuleCopy {
 };
 
 // The tensors of one parameter's state copied into `to` (whose tensors are the previous capture's buffers).
-inline void copy_state(torch::optim::AdamParamState& to, const torch::optim::AdamParamState& from, HostCopier& copy) {
+// Adam's and AdamW's states, of two types with the same fields.
+template <class AdamState>
+void copy_adam_state(AdamState& to, const AdamState& from, HostCopier& copy) {
   to.step(from.step());
   to.exp_avg(copy(to.exp_avg(), from.exp_avg()));
   to.exp_avg_sq(copy(to.exp_avg_sq(), from.exp_avg_sq()));
   to.max_exp_avg_sq(copy(to.max_exp_avg_sq(), from.max_exp_avg_sq()));
 }
+inline void copy_state(torch::optim::AdamParamState& to, const torch::optim::AdamParamState& from, HostCopier& copy) {
+  copy_adam_state(to, from, copy);
+}
 inline void copy_state(torch::optim::AdamWParamState& to, const torch::optim::AdamWParamState& from, HostCopier& copy) {
-  to.step(from.step());
-  to.exp_avg(copy(to.exp_avg(), from.exp_avg()));
-  to.exp_avg_sq(copy(to.exp_avg_sq(), from.exp_avg_sq()));
-  to.max_exp_avg_sq(copy(to.max_exp_avg_sq(), from.max_exp_avg_sq()));
+  copy_adam_state(to, from, copy);
 }
 inline void copy_state(torch::optim::SGDParamState& to, const torch::optim::SGDParamState& from, HostCopier& copy) {
   to.momentum_buffer(copy(to.momentum_buffer(), from.momentum_buffer()));
