@@ -401,6 +401,7 @@ class TrainerBase {
   // ranks last agreed on it (kSave* below).
   std::unique_ptr<checkpoint::BackgroundSave> background_save_;
   int agreed_save_status_ = 0;
+  std::int64_t save_points_that_waited_ = 0;  // in this train(), on rank 0
   static constexpr int kSaveWriting = 0, kSaveWritten = 1, kSaveFailed = 2;
   int preempted_by_ = 0;                         // the signal that stopped this run, once its checkpoint is saved
 };

@@ -85,8 +85,8 @@ struct ModuleCopy {
   }
 };
 
-// The tensors of one parameter's state copied into `to` (whose tensors are the previous capture's buffers).
-// Adam's and AdamW's states, of two types with the same fields.
+// copy_state: the tensors of one parameter's state copied into `to`, whose tensors are the previous capture's
+// buffers. Adam's and AdamW's states are two types with the same fields.
 template <class AdamState>
 void copy_adam_state(AdamState& to, const AdamState& from, HostCopier& copy) {
   to.step(from.step());

@@ -261,6 +261,7 @@ TORCHTRAIN_INLINE ResumePoint TrainerBase::begin_training(const RunPlan& plan, R
   last_grad_norm_ = loop.grad_norm ? torch::tensor(*loop.grad_norm) : torch::Tensor();
   if (grad_scaler && loop.grad_scaler) grad_scaler->load_state(*loop.grad_scaler);  // checked by from_json
   last_saved_step_ = -1;
+  save_points_that_waited_ = 0;
   preemption_steps_ = loop.preemption_steps;
   // ...unless a longer run now continues in the middle of that epoch.
   const bool epoch_end_pending =
@@ -379,6 +380,9 @@ TORCHTRAIN_INLINE void TrainerBase::end_epoch() {
 
 TORCHTRAIN_INLINE TrainOutput TrainerBase::end_training(const RunPlan& plan) {
   finish_background_save();
+  if (save_points_that_waited_ > 1)
+    detail::inform(std::to_string(save_points_that_waited_) + " save points waited for the previous checkpoint to be "
+                   "written; save less often to train without waiting");
   if (!preempted_by_) preempted_by_ = save_if_preempted(Boundary::epoch_end);
   // A preempted run is not at its end: the best model is loaded, and the others deleted, when it finishes.
   if (args.load_best_model_at_end && state.best_model_checkpoint && !preempted_by_) load_best_model();
@@ -833,7 +837,8 @@ TORCHTRAIN_INLINE void TrainerBase::collect_background_save() {
 TORCHTRAIN_INLINE void TrainerBase::finish_background_save(bool before_next_save) {
   if (!background_save_ || !background_save_->in_flight()) return;
   const bool zero = rank() == 0;
-  if (zero && before_next_save && !background_save_->done())
+  // Said at the first wait of a run; end_training counts the others.
+  if (zero && before_next_save && !background_save_->done() && save_points_that_waited_++ == 0)
     detail::inform("waiting for " + background_save_->folder().filename().string() + " to be written before saving checkpoint-" +
                    std::to_string(state.global_step) + "; save less often to train without waiting");
   int status = kSaveWritten;
