@@ -18,6 +18,7 @@ using namespace std::string_literals;
 using nlohmann::json;
 using torchtrain::TrainerState;
 using torchtrain::detail::dump_python_json;
+using torchtrain::detail::kOneLineJson;
 using torchtrain::detail::parse_python_json;
 using torchtrain::detail::python_float_repr;
 
@@ -207,6 +208,21 @@ TEST_CASE("dump_python_json matches json.dumps(indent=2, sort_keys=True) byte fo
     CHECK(dump_python_json(json::object()) == "{}\n");
     CHECK(dump_python_json(json("x")) == "\"x\"\n");
     CHECK(dump_python_json(json(std::numeric_limits<std::int64_t>::min())) == "-9223372036854775808\n");
+  }
+  SECTION("json.dumps' own layout and indent=4, in insertion order (W&B's value_json, DVCLive's metrics.json)") {
+    // python3: v = {"z":{"b":1,"a":[{"y":2.5,"x":[]},float("nan")]},"e":{},"E":[True,None,-float("inf")]}
+    //          json.dumps(v); json.dumps(v, indent=4)
+    nlohmann::ordered_json value;
+    value["z"]["b"] = 1;
+    value["z"]["a"] = {{{"y", 2.5}, {"x", json::array()}}, std::numeric_limits<double>::quiet_NaN()};
+    value["e"] = json::object();
+    value["E"] = {true, nullptr, -inf};
+    CHECK(dump_python_json(value, kOneLineJson) ==
+          "{\"z\": {\"b\": 1, \"a\": [{\"y\": 2.5, \"x\": []}, NaN]}, \"e\": {}, \"E\": [true, null, -Infinity]}\n");
+    CHECK(dump_python_json(value, {4, false}) ==
+          "{\n    \"z\": {\n        \"b\": 1,\n        \"a\": [\n            {\n                \"y\": 2.5,\n"
+          "                \"x\": []\n            },\n            NaN\n        ]\n    },\n    \"e\": {},\n    \"E\": [\n"
+          "        true,\n        null,\n        -Infinity\n    ]\n}\n");
   }
   SECTION("bytes that are not UTF-8 become U+FFFD instead of failing the save") {
     CHECK(dump_python_json(json("a\xff" "b\xe2\x82")) == "\"a\\ufffdb\\ufffd\\ufffd\"\n");

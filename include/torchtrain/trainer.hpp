@@ -252,7 +252,7 @@ class Trainer : public TrainerBase {
       }
       end_epoch();
     }
-    return end_training(plan);
+    return end_training();
   }
 
   // Puts the loader at micro-batch `first_step` of `epoch`. A stream whose position the checkpoint restored is

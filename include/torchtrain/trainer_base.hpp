@@ -245,7 +245,7 @@ class TrainerBase {
   void end_epoch();
 
   /// After the last epoch: a late signal's checkpoint, the best model, the summary log and on_train_end.
-  TrainOutput end_training(const RunPlan& plan);
+  TrainOutput end_training();
 
   /// Logs an evaluation's metrics, fires on_evaluate and returns them with their epoch.
   Metrics report_evaluation(const Metrics& computed);

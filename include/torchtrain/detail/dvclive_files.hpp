@@ -68,57 +68,8 @@ inline std::string rel_path(const std::filesystem::path& path, const std::filesy
 
 // ---- metrics.json: json.dump(indent=4) in insertion order, then a newline ----
 
-inline void append_json_indent4(std::string& out, const nlohmann::ordered_json& value, std::size_t depth) {
-  const auto newline = [&](std::size_t level) {
-    out += '\n';
-    out.append(4 * level, ' ');
-  };
-  if (value.is_object()) {
-    if (value.empty()) {
-      out += "{}";
-      return;
-    }
-    out += '{';
-    bool first = true;
-    for (const auto& [key, item] : value.items()) {
-      if (!first) out += ',';
-      first = false;
-      newline(depth + 1);
-      append_python_string(out, key);
-      out += ": ";
-      append_json_indent4(out, item, depth + 1);
-    }
-    newline(depth);
-    out += '}';
-  } else if (value.is_array()) {
-    if (value.empty()) {
-      out += "[]";
-      return;
-    }
-    out += '[';
-    bool first = true;
-    for (const auto& item : value) {
-      if (!first) out += ',';
-      first = false;
-      newline(depth + 1);
-      append_json_indent4(out, item, depth + 1);
-    }
-    newline(depth);
-    out += ']';
-  } else if (value.is_number_float()) {
-    append_python_float(out, value.get<double>());
-  } else if (value.is_string()) {
-    append_python_string(out, value.get_ref<const std::string&>());
-  } else {
-    out += value.dump();
-  }
-}
-
 inline std::string dump_json_indent4(const nlohmann::ordered_json& value) {
-  std::string out;
-  append_json_indent4(out, value, 0);
-  out += '\n';
-  return out;
+  return dump_python_json(value, {4, false});
 }
 
 // ---- metric names and TSV rows ----

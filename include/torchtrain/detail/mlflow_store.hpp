@@ -4,7 +4,6 @@
 #pragma once
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <map>
 #include <stdexcept>
@@ -15,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "torchtrain/detail/http_client.hpp"
+#include "torchtrain/detail/python_json.hpp"
 #include "torchtrain/detail/tracker_outbox.hpp"
 
 namespace torchtrain::detail {
@@ -108,9 +108,8 @@ class RestStore final : public MlflowStore {
     auto& list = body["metrics"] = nlohmann::json::array();
     for (const auto& m : metrics) {
       // Protobuf's JSON mapping spells the non-finite doubles as strings; MLflow's own client sends them so.
-      nlohmann::json value = m.value;
-      if (std::isnan(m.value)) value = "NaN";
-      if (std::isinf(m.value)) value = m.value > 0 ? "Infinity" : "-Infinity";
+      const char* non_finite = non_finite_token(m.value);
+      const nlohmann::json value = non_finite ? nlohmann::json(non_finite) : nlohmann::json(m.value);
       list.push_back({{"key", m.key}, {"value", value}, {"timestamp", m.timestamp}, {"step", m.step}});
     }
     body["params"] = pairs_json(params);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// JSON exactly as Python's json module writes it (indent=2, sort_keys=True), and a reader that accepts
+// JSON exactly as Python's json module writes it (indent=2, sort_keys=True, or another layout), and a reader that accepts
 // the NaN / Infinity / -Infinity tokens Python writes, so that files stay byte-compatible with Hugging Face.
 #pragma once
 
@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -21,15 +22,18 @@
 
 namespace torchtrain::detail {
 
+/// How Python's json spells a non-finite double: "NaN", "Infinity" or "-Infinity"; nullptr for a finite one.
+inline const char* non_finite_token(double value) {
+  if (std::isnan(value)) return "NaN";
+  if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
+  return nullptr;
+}
+
 /// Appends Python's repr(float), with json's spelling of the non-finite values: shortest round-trip digits,
 /// positional notation for exponents in [-4, 16) with ".0" on integral values, otherwise "1e+16" style.
 inline void append_python_float(std::string& out, double value) {
-  if (std::isnan(value)) {
-    out += "NaN";
-    return;
-  }
-  if (std::isinf(value)) {
-    out += value > 0 ? "Infinity" : "-Infinity";
+  if (const char* token = non_finite_token(value)) {
+    out += token;
     return;
   }
   char sci[32];  // shortest round trip, e.g. "-3.7500000000000003e-05"
@@ -160,17 +164,38 @@ inline void append_python_string(std::string& out, std::string_view text) {
   out += '"';
 }
 
-inline void append_newline_indent(std::string& out, std::size_t level) {
+/// The layout arguments of Python's json.dumps. The default is what Hugging Face writes (indent=2,
+/// sort_keys=True); kOneLineJson is json.dumps' own default (indent=None: ", " and ": " on one line).
+struct PythonJsonLayout {
+  std::optional<std::size_t> indent = 2;  // spaces per level; std::nullopt: one line
+  bool sort_keys = true;
+};
+inline constexpr PythonJsonLayout kOneLineJson{std::nullopt, false};
+
+// What stands before a list element or an object member: json.dumps' item separator, then with an indent the
+// new line at `level`.
+inline void append_item_start(std::string& out, const PythonJsonLayout& layout, std::size_t level, bool first) {
+  if (!first) out += layout.indent ? "," : ", ";
+  if (!layout.indent) return;
   out += '\n';
-  out.append(2 * level, ' ');
+  out.append(*layout.indent * level, ' ');
+}
+
+// What stands before a non-empty list's or object's closing bracket.
+inline void append_closing_indent(std::string& out, const PythonJsonLayout& layout, std::size_t level) {
+  if (!layout.indent) return;
+  out += '\n';
+  out.append(*layout.indent * level, ' ');
 }
 
 template <class BasicJson>
-void append_python_json(std::string& out, const BasicJson& value, std::size_t depth);
+void append_python_json(std::string& out, const BasicJson& value, std::size_t depth,
+                        const PythonJsonLayout& layout = {});
 
 /// A list of JSON values (a json array, or any container of json values) as Python writes it.
 template <class Elements>
-void append_python_list(std::string& out, const Elements& elements, std::size_t depth) {
+void append_python_list(std::string& out, const Elements& elements, std::size_t depth,
+                        const PythonJsonLayout& layout = {}) {
   if (elements.empty()) {
     out += "[]";
     return;
@@ -178,17 +203,18 @@ void append_python_list(std::string& out, const Elements& elements, std::size_t 
   out += '[';
   bool first = true;
   for (const auto& element : elements) {
-    if (!first) out += ',';
+    append_item_start(out, layout, depth + 1, first);
     first = false;
-    append_newline_indent(out, depth + 1);
-    append_python_json(out, element, depth + 1);
+    append_python_json(out, element, depth + 1, layout);
   }
-  append_newline_indent(out, depth);
+  append_closing_indent(out, layout, depth);
   out += ']';
 }
 
+/// `value` as Python's json.dumps writes it with `layout`, ASCII only, NaN and Infinity as bare tokens;
+/// `depth` is the nesting level it stands at.
 template <class BasicJson>
-void append_python_json(std::string& out, const BasicJson& value, std::size_t depth) {
+void append_python_json(std::string& out, const BasicJson& value, std::size_t depth, const PythonJsonLayout& layout) {
   using value_t = nlohmann::detail::value_t;
   switch (value.type()) {
     case value_t::null: out += "null"; break;
@@ -197,30 +223,30 @@ void append_python_json(std::string& out, const BasicJson& value, std::size_t de
     case value_t::number_unsigned: out += std::to_string(value.template get<std::uint64_t>()); break;
     case value_t::number_float: append_python_float(out, value.template get<double>()); break;
     case value_t::string: append_python_string(out, value.template get_ref<const std::string&>()); break;
-    case value_t::array: append_python_list(out, value, depth); break;
+    case value_t::array: append_python_list(out, value, depth, layout); break;
     case value_t::object: {
       if (value.empty()) {
         out += "{}";
         break;
       }
-      // ordered_json keeps insertion order, so sort here; std::string compares bytes as unsigned, which for
-      // UTF-8 is code point order, the order Python's sort_keys uses.
       using Item = typename BasicJson::object_t::value_type;
       std::vector<const Item*> items;
       items.reserve(value.size());
       for (const auto& item : value.template get_ref<const typename BasicJson::object_t&>()) items.push_back(&item);
-      std::sort(items.begin(), items.end(), [](const Item* a, const Item* b) { return a->first < b->first; });
+      // ordered_json keeps insertion order, so sort here; std::string compares bytes as unsigned, which for
+      // UTF-8 is code point order, the order Python's sort_keys uses.
+      if (layout.sort_keys)
+        std::sort(items.begin(), items.end(), [](const Item* a, const Item* b) { return a->first < b->first; });
       out += '{';
       bool first = true;
       for (const Item* item : items) {
-        if (!first) out += ',';
+        append_item_start(out, layout, depth + 1, first);
         first = false;
-        append_newline_indent(out, depth + 1);
         append_python_string(out, item->first);
         out += ": ";
-        append_python_json(out, item->second, depth + 1);
+        append_python_json(out, item->second, depth + 1, layout);
       }
-      append_newline_indent(out, depth);
+      append_closing_indent(out, layout, depth);
       out += '}';
       break;
     }
@@ -231,17 +257,17 @@ void append_python_json(std::string& out, const BasicJson& value, std::size_t de
   }
 }
 
-/// What Python's `json.dumps(value, indent=2, sort_keys=True) + "\n"` returns.
-inline std::string dump_python_json(const nlohmann::json& value) {
+/// What Python's `json.dumps(value, indent=2, sort_keys=True) + "\n"` returns (or the same with `layout`).
+inline std::string dump_python_json(const nlohmann::json& value, const PythonJsonLayout& layout = {}) {
   std::string out;
-  append_python_json(out, value, 0);
+  append_python_json(out, value, 0, layout);
   out += '\n';
   return out;
 }
 
-inline std::string dump_python_json(const nlohmann::ordered_json& value) {
+inline std::string dump_python_json(const nlohmann::ordered_json& value, const PythonJsonLayout& layout = {}) {
   std::string out;
-  append_python_json(out, value, 0);
+  append_python_json(out, value, 0, layout);
   out += '\n';
   return out;
 }
@@ -255,9 +281,9 @@ std::string dump_python_json_with_list(const nlohmann::json& object, const std::
   for (const auto& item : object.items()) keys.push_back(&item.key());
   std::sort(keys.begin(), keys.end(), [](const std::string* a, const std::string* b) { return *a < *b; });
   std::string out = "{";
+  const PythonJsonLayout layout;
   for (const std::string* key : keys) {
-    if (out.size() > 1) out += ',';
-    append_newline_indent(out, 1);
+    append_item_start(out, layout, 1, out.size() == 1);
     append_python_string(out, *key);
     out += ": ";
     if (key == &list_key)

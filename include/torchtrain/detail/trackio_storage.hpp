@@ -5,7 +5,6 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -25,6 +24,7 @@
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
+#include "torchtrain/detail/python_json.hpp"
 #include "torchtrain/detail/tracker_logs.hpp"
 #include "torchtrain/detail/tracker_outbox.hpp"
 
@@ -67,11 +67,8 @@ inline nlohmann::ordered_json serialize_values(const nlohmann::ordered_json& val
     for (const auto& item : value) out.push_back(serialize_values(item));
     return out;
   }
-  if (value.is_number_float()) {
-    const double x = value.get<double>();
-    if (std::isnan(x)) return "NaN";
-    if (std::isinf(x)) return x > 0 ? "Infinity" : "-Infinity";
-  }
+  if (value.is_number_float())
+    if (const char* non_finite = non_finite_token(value.get<double>())) return non_finite;
   return value;
 }
 

@@ -144,51 +144,12 @@ class TransactionLog {
   std::uint64_t size_ = 0;
 };
 
-/// JSON as Python's json.dumps writes it by default (", " and ": " separators, ASCII only, NaN and Infinity
-/// as bare tokens): what W&B stores in value_json.
-template <class BasicJson>
-void append_json(std::string& out, const BasicJson& value) {
-  using value_t = nlohmann::detail::value_t;
-  switch (value.type()) {
-    case value_t::null: out += "null"; break;
-    case value_t::boolean: out += value.template get<bool>() ? "true" : "false"; break;
-    case value_t::number_integer: out += std::to_string(value.template get<std::int64_t>()); break;
-    case value_t::number_unsigned: out += std::to_string(value.template get<std::uint64_t>()); break;
-    case value_t::number_float: append_python_float(out, value.template get<double>()); break;
-    case value_t::string: append_python_string(out, value.template get_ref<const std::string&>()); break;
-    case value_t::array: {
-      out += '[';
-      bool first = true;
-      for (const auto& element : value) {
-        if (!first) out += ", ";
-        first = false;
-        append_json(out, element);
-      }
-      out += ']';
-      break;
-    }
-    case value_t::object: {
-      out += '{';
-      bool first = true;
-      for (const auto& [key, element] : value.items()) {
-        if (!first) out += ", ";
-        first = false;
-        append_python_string(out, key);
-        out += ": ";
-        append_json(out, element);
-      }
-      out += '}';
-      break;
-    }
-    case value_t::binary:
-    case value_t::discarded: out += "null"; break;
-  }
-}
-
+/// JSON as Python's json.dumps writes it by default (one line, ", " and ": ", NaN and Infinity as bare
+/// tokens): what W&B stores in value_json.
 template <class BasicJson>
 std::string to_json(const BasicJson& value) {
   std::string out;
-  append_json(out, value);
+  append_python_json(out, value, 0, kOneLineJson);
   return out;
 }
 
@@ -299,7 +260,7 @@ inline std::string config_yaml(const nlohmann::ordered_json& config) {
   for (const auto& [key, value] : config.items()) {
     append_python_string(out, key);
     out += ":\n  desc: null\n  value: ";
-    append_json(out, value);
+    append_python_json(out, value, 0, kOneLineJson);
     out += '\n';
   }
   return out;

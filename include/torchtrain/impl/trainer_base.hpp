@@ -378,7 +378,7 @@ TORCHTRAIN_INLINE void TrainerBase::end_epoch() {
   collect_background_save();
 }
 
-TORCHTRAIN_INLINE TrainOutput TrainerBase::end_training(const RunPlan& plan) {
+TORCHTRAIN_INLINE TrainOutput TrainerBase::end_training() {
   finish_background_save();
   if (save_points_that_waited_ > 1)
     detail::inform(std::to_string(save_points_that_waited_) + " save points waited for the previous checkpoint to be "
