@@ -195,6 +195,10 @@ int main(int argc, char** argv) {
         << "instantiated " << fixed(c.at("with_trainer_seconds"), 1) << " s header-only";
     if (c.contains("with_trainer_compiled_seconds"))
       out << ", " << fixed(c.at("with_trainer_compiled_seconds"), 1) << " s with `torchtrain::compiled`";
+    if (c.contains("with_trainer_compiled_own_headers_seconds"))
+      out << ", " << fixed(c.at("with_trainer_compiled_own_headers_seconds"), 1)
+          << " s with `torchtrain::compiled` and only the headers it uses ("
+          << fixed(c.at("compiled_own_headers_ratio"), 2) << ")";
     out << ".\n";
   }
   std::cout << out.str();

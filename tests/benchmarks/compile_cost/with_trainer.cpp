@@ -1,5 +1,13 @@
 // Compile cost, torchtrain: the same program with the Trainer instantiated (train, evaluate, predict).
+// COMPILE_COST_OWN_HEADERS: only the headers it uses instead of torchtrain.hpp.
+#ifdef COMPILE_COST_OWN_HEADERS
+#include <torchtrain/callbacks/early_stopping.hpp>
+#include <torchtrain/data/tensor_dataset.hpp>
+#include <torchtrain/metrics.hpp>
+#include <torchtrain/trainer.hpp>
+#else
 #include <torchtrain/torchtrain.hpp>
+#endif
 
 struct NetImpl : torch::nn::Module {
   torch::nn::Linear fc1{16, 64}, fc2{64, 4};
