@@ -221,8 +221,8 @@ TEST_CASE("dump_python_json matches json.dumps(indent=2, sort_keys=True) byte fo
           "{\"z\": {\"b\": 1, \"a\": [{\"y\": 2.5, \"x\": []}, NaN]}, \"e\": {}, \"E\": [true, null, -Infinity]}\n");
     CHECK(dump_python_json(value, {4, false}) ==
           "{\n    \"z\": {\n        \"b\": 1,\n        \"a\": [\n            {\n                \"y\": 2.5,\n"
-          "                \"x\": []\n            },\n            NaN\n        ]\n    },\n    \"e\": {},\n    \"E\": [\n"
-          "        true,\n        null,\n        -Infinity\n    ]\n}\n");
+          "                \"x\": []\n            },\n            NaN\n        ]\n    },\n    \"e\": {},\n"
+          "    \"E\": [\n        true,\n        null,\n        -Infinity\n    ]\n}\n");
   }
   SECTION("bytes that are not UTF-8 become U+FFFD instead of failing the save") {
     CHECK(dump_python_json(json("a\xff" "b\xe2\x82")) == "\"a\\ufffdb\\ufffd\\ufffd\"\n");

@@ -133,6 +133,9 @@ int main(int argc, char** argv) {
       out << "| compile time, Trainer TU / torch/torch.h TU, with torchtrain::compiled | " << fixed(compiled, 2)
           << " | ≤ 1.40 | " << verdict(compiled <= 1.4) << " |\n";
     }
+    if (all["compile_cost"].contains("compiled_own_headers_ratio"))
+      out << "| the same, including only the headers the file uses instead of `torchtrain.hpp` | "
+          << fixed(all["compile_cost"].at("compiled_own_headers_ratio"), 2) << " | | |\n";
   }
 
   if (all.contains("loop_overhead")) {
@@ -197,8 +200,7 @@ int main(int argc, char** argv) {
       out << ", " << fixed(c.at("with_trainer_compiled_seconds"), 1) << " s with `torchtrain::compiled`";
     if (c.contains("with_trainer_compiled_own_headers_seconds"))
       out << ", " << fixed(c.at("with_trainer_compiled_own_headers_seconds"), 1)
-          << " s with `torchtrain::compiled` and only the headers it uses ("
-          << fixed(c.at("compiled_own_headers_ratio"), 2) << ")";
+          << " s with `torchtrain::compiled` and only the headers it uses";
     out << ".\n";
   }
   std::cout << out.str();

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// JSON exactly as Python's json module writes it (indent=2, sort_keys=True, or another layout), and a reader that accepts
-// the NaN / Infinity / -Infinity tokens Python writes, so that files stay byte-compatible with Hugging Face.
+// JSON exactly as Python's json module writes it (indent=2, sort_keys=True, or another layout), and a reader
+// that accepts the NaN / Infinity / -Infinity tokens Python writes, so that files stay byte-compatible with
+// Hugging Face.
 #pragma once
 
 #include <algorithm>
