@@ -173,20 +173,18 @@ struct PythonJsonLayout {
 };
 inline constexpr PythonJsonLayout kOneLineJson{std::nullopt, false};
 
-// What stands before a list element or an object member: json.dumps' item separator, then with an indent the
-// new line at `level`.
-inline void append_item_start(std::string& out, const PythonJsonLayout& layout, std::size_t level, bool first) {
-  if (!first) out += layout.indent ? "," : ", ";
+// With an indent, a new line indented to `level`; on one line, nothing. It stands before a non-empty list's or
+// object's closing bracket.
+inline void append_closing_indent(std::string& out, const PythonJsonLayout& layout, std::size_t level) {
   if (!layout.indent) return;
   out += '\n';
   out.append(*layout.indent * level, ' ');
 }
 
-// What stands before a non-empty list's or object's closing bracket.
-inline void append_closing_indent(std::string& out, const PythonJsonLayout& layout, std::size_t level) {
-  if (!layout.indent) return;
-  out += '\n';
-  out.append(*layout.indent * level, ' ');
+// What stands before a list element or an object member: json.dumps' item separator, then the line break.
+inline void append_item_start(std::string& out, const PythonJsonLayout& layout, std::size_t level, bool first) {
+  if (!first) out += layout.indent ? "," : ", ";
+  append_closing_indent(out, layout, level);
 }
 
 template <class BasicJson>
